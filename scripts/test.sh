@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The project's one test command: installs the external test dependencies
+# (fuse3, sqlite3, litestream, consul) and runs the whole workspace test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/install-test-deps.sh
+
+DEPS="${LITEFS_DEPS_DIR:-$PWD/.deps}"
+# shellcheck source=/dev/null
+. "$DEPS/env"
+export LITESTREAM_BIN CONSUL_BIN
+
+# In CI, tests that need external programs fail instead of skipping.
+if [ "${CI:-}" = "true" ]; then
+    export LITEFS_REQUIRE_DEPS=1
+fi
+
+locked=()
+if [ -f Cargo.lock ]; then
+    locked=(--locked)
+fi
+
+cargo test --workspace --all-targets ${locked[@]+"${locked[@]}"} 2>&1
+cargo test --workspace --doc ${locked[@]+"${locked[@]}"} 2>&1
