@@ -1,8 +1,14 @@
-//! Helpers for the integration tests in `tests/`: locating external tools
-//! and deciding whether a missing one skips a test or fails it (under CI it
-//! always fails).
+//! Helpers for the integration tests in `tests/`: locating external tools,
+//! deciding whether a missing one skips a test or fails it (under CI it
+//! always fails), running `litefs mount` nodes as real processes, and
+//! replaying a database's LTX chain to check it against the database.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub mod replay;
 
 /// Whether missing external dependencies must fail tests instead of
 /// skipping them (set by `scripts/test.sh` when `CI=true`).
@@ -30,4 +36,210 @@ pub fn tool(env_var: &str, name: &str) -> Option<PathBuf> {
         eprintln!("SKIP: {msg}");
     }
     found
+}
+
+/// Whether FUSE mounts can be made here (`/dev/fuse` and `fusermount3`).
+/// Panics under CI when they cannot; elsewhere says why and returns false.
+pub fn fuse_available() -> bool {
+    let ok = Path::new("/dev/fuse").exists() && tool("FUSERMOUNT_BIN", "fusermount3").is_some();
+    if !ok {
+        let msg = "FUSE unavailable: /dev/fuse or fusermount3 missing (apt-get install fuse3)";
+        assert!(!deps_required(), "{msg}");
+        eprintln!("SKIP: {msg}");
+    }
+    ok
+}
+
+/// The `litefs` binary: `LITEFS_BIN`, or built once with cargo.
+pub fn litefs_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("LITEFS_BIN") {
+            return PathBuf::from(p);
+        }
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["build", "-q", "-p", "litefs", "--bin", "litefs"])
+            .current_dir(&root)
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "cargo build -p litefs failed");
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join("target"));
+        target.join("debug").join("litefs")
+    })
+    .clone()
+}
+
+/// A `litefs mount` process with its own data and mount directories.
+pub struct Node {
+    child: Option<Child>,
+    /// Temporary directory holding everything of this node.
+    pub dir: tempfile::TempDir,
+    /// The mount point.
+    pub mount: PathBuf,
+    /// The data directory.
+    pub data: PathBuf,
+    /// The config file.
+    pub config: PathBuf,
+    /// Where the daemon's stderr goes.
+    pub log: PathBuf,
+}
+
+impl Node {
+    /// Writes a config (static lease, this node primary) plus `extra` YAML
+    /// appended at top level, starts `litefs mount` and waits for the mount.
+    pub fn start(extra: &str) -> Node {
+        let dir = tempfile::Builder::new().prefix("litefs-node").tempdir().expect("tempdir");
+        let mount = dir.path().join("mnt");
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&mount).expect("mkdir mnt");
+        let config = dir.path().join("litefs.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "fuse:\n  dir: {}\ndata:\n  dir: {}\nhttp:\n  addr: \"127.0.0.1:0\"\nlease:\n  type: static\n  candidate: true\n  hostname: localhost\n  advertise-url: http://127.0.0.1:20202\n{extra}",
+                mount.display(),
+                data.display()
+            ),
+        )
+        .expect("write config");
+        let log = dir.path().join("litefs.log");
+        let mut node = Node { child: None, dir, mount, data, config, log };
+        node.spawn();
+        node
+    }
+
+    /// Starts the daemon again on the same directories.
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("open log");
+        let child = Command::new(litefs_bin())
+            .arg("mount")
+            .arg("-config")
+            .arg(&self.config)
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn litefs");
+        self.child = Some(child);
+        self.wait_mounted();
+    }
+
+    /// Waits until the mount is live, or panics with the daemon's log.
+    pub fn wait_mounted(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if is_mounted(&self.mount) {
+                return;
+            }
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    panic!("litefs exited with {status} before mounting:\n{}", self.log_text());
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("mount did not appear in 20 s:\n{}", self.log_text());
+    }
+
+    /// The daemon's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The path of a file in the mount.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.mount.join(name)
+    }
+
+    /// SIGKILLs the daemon and clears the dead mount, as a crash would leave it.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        unmount(&self.mount);
+    }
+
+    /// SIGTERMs the daemon and waits for it to exit; returns its status.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut c = self.child.take()?;
+        // SAFETY: kill(2) on our own child's pid has no memory-safety concerns.
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(s)) = c.try_wait() {
+                return Some(s);
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                return c.wait().ok();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The LTX directory of a database in the data directory.
+    pub fn ltx_dir(&self, db: &str) -> PathBuf {
+        self.data.join("dbs").join(db).join("ltx")
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Whether `dir` is a mount point of a FUSE filesystem right now.
+pub fn is_mounted(dir: &Path) -> bool {
+    let Ok(canon) = dir.canonicalize() else { return false };
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .map(|m| {
+            m.lines().any(|l| {
+                let f: Vec<&str> = l.split(' ').collect();
+                f.len() > 4 && Path::new(f[4]) == canon && l.contains("fuse")
+            })
+        })
+        .unwrap_or(false)
+}
+
+/// Lazily unmounts `dir` if something is mounted there.
+pub fn unmount(dir: &Path) {
+    if is_mounted(dir) {
+        let _ = Command::new("fusermount3").arg("-u").arg("-z").arg(dir).status();
+    }
+}
+
+/// Runs SQL through the `sqlite3` CLI with a busy timeout; panics with its
+/// stderr on failure.
+pub fn sqlite3(db: &Path, sql: &str) -> String {
+    let out = sqlite3_output(db, sql);
+    assert!(
+        out.status.success(),
+        "sqlite3 {} failed: {}\nSQL: {sql}",
+        db.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs SQL through the `sqlite3` CLI and returns its output whatever happened.
+pub fn sqlite3_output(db: &Path, sql: &str) -> Output {
+    let bin = tool("SQLITE3_BIN", "sqlite3").expect("sqlite3 is required");
+    Command::new(bin)
+        .arg("-cmd")
+        .arg(".timeout 10000")
+        .arg(db)
+        .arg(sql)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run sqlite3")
 }
