@@ -1,0 +1,748 @@
+//! The `fuser::Filesystem` implementation: thin adapters over helpers that
+//! return `Result<_, Errno>`.
+
+use crate::names::{parse, Kind, KINDS};
+use fuser::{
+    BackgroundSession, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
+    INodeNo, LockOwner, MountOption, OpenFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, WriteFlags,
+};
+use litefs_store::{Db, Store, StoreError};
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+const TTL: Duration = Duration::from_secs(1);
+const ROOT: u64 = 1;
+const LAG: u64 = 2;
+const DB_BASE: u64 = 16;
+const KIND_SLOTS: u64 = 8;
+
+/// How to mount.
+#[derive(Debug, Clone)]
+pub struct MountOptions {
+    /// Let users other than the mounting one in (`fuse.allow-other`).
+    pub allow_other: bool,
+    /// Request-dispatch threads.
+    pub threads: usize,
+}
+
+impl Default for MountOptions {
+    fn default() -> Self {
+        MountOptions {
+            allow_other: false,
+            threads: std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8)),
+        }
+    }
+}
+
+/// A live mount; unmounts when dropped.
+pub struct Mounted {
+    session: Option<BackgroundSession>,
+    dir: PathBuf,
+}
+
+impl std::fmt::Debug for Mounted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Mounted")
+    }
+}
+
+impl Mounted {
+    /// Unmounts and waits for the request loop to end. A mount still busy
+    /// with open files is detached lazily (the kernel finishes it when the
+    /// last file closes).
+    pub fn unmount(mut self) -> std::io::Result<()> {
+        self.unmount_inner()
+    }
+
+    fn unmount_inner(&mut self) -> std::io::Result<()> {
+        let Some(s) = self.session.take() else {
+            return Ok(());
+        };
+        if let Err(e) = s.umount_and_join() {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "unmount failed; detaching lazily");
+            let status = std::process::Command::new("fusermount3")
+                .arg("-u")
+                .arg("-z")
+                .arg(&self.dir)
+                .status()?;
+            if !status.success() {
+                return Err(std::io::Error::other(format!(
+                    "could not unmount {}: run `fusermount3 -u -z {}`",
+                    self.dir.display(),
+                    self.dir.display()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if let Err(e) = self.unmount_inner() {
+            tracing::error!(error = %e, "unmount");
+        }
+    }
+}
+
+/// Mounts `store` at `dir` and serves it on background threads.
+pub fn mount(store: Arc<Store>, dir: &Path, opts: &MountOptions) -> std::io::Result<Mounted> {
+    let fs = LiteFs::new(store);
+    let mut config = fuser::Config::default();
+    config.mount_options = vec![
+        MountOption::FSName("litefs".into()),
+        MountOption::Subtype("litefs".into()),
+        MountOption::NoDev,
+        MountOption::NoSuid,
+    ];
+    if opts.allow_other {
+        config.acl = fuser::SessionACL::All;
+    }
+    config.n_threads = Some(opts.threads.max(1));
+    config.clone_fd = opts.threads > 1;
+    let session = fuser::spawn_mount(fs, dir, &config)?;
+    Ok(Mounted {
+        session: Some(session),
+        dir: dir.to_path_buf(),
+    })
+}
+
+/// An open file: the backing file (none for generated files) and what it is.
+struct Handle {
+    db: Arc<Db>,
+    kind: Kind,
+    file: Option<File>,
+}
+
+struct LiteFs {
+    store: Arc<Store>,
+    ids: RwLock<Ids>,
+    handles: RwLock<HashMap<u64, Arc<Handle>>>,
+    next_fh: AtomicU64,
+    /// Backing directories with entries created or removed since the last
+    /// `fsyncdir`: SQLite syncs the directory after creating a journal, and
+    /// that durability must reach the directory that really holds it.
+    dirty_dirs: std::sync::Mutex<std::collections::HashSet<PathBuf>>,
+    uid: u32,
+    gid: u32,
+}
+
+/// Stable inode numbers for database names within this process.
+#[derive(Default)]
+struct Ids {
+    by_name: HashMap<String, u64>,
+    names: Vec<String>,
+}
+
+fn errno(e: &std::io::Error) -> Errno {
+    Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO))
+}
+
+fn store_errno(db: &str, what: &str, e: StoreError) -> Errno {
+    tracing::error!(db, error = %e, "{what} failed");
+    match e {
+        StoreError::InvalidName { .. } => Errno::EINVAL,
+        StoreError::Io { source, .. } => errno(&source),
+        _ => Errno::EIO,
+    }
+}
+
+impl LiteFs {
+    fn new(store: Arc<Store>) -> LiteFs {
+        // SAFETY: getuid/getgid have no preconditions and cannot fail.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        LiteFs {
+            store,
+            ids: RwLock::new(Ids::default()),
+            handles: RwLock::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            dirty_dirs: Default::default(),
+            uid,
+            gid,
+        }
+    }
+
+    fn id_of(&self, name: &str) -> u64 {
+        if let Some(&id) = self
+            .ids
+            .read()
+            .ok()
+            .and_then(|i| i.by_name.get(name).copied())
+            .as_ref()
+        {
+            return id;
+        }
+        let Ok(mut ids) = self.ids.write() else {
+            return u64::MAX;
+        };
+        if let Some(&id) = ids.by_name.get(name) {
+            return id;
+        }
+        let id = ids.names.len() as u64;
+        ids.names.push(name.to_owned());
+        ids.by_name.insert(name.to_owned(), id);
+        id
+    }
+
+    fn ino(&self, name: &str, kind: Kind) -> u64 {
+        DB_BASE + self.id_of(name) * KIND_SLOTS + kind as u64
+    }
+
+    fn resolve(&self, ino: u64) -> Result<(Arc<Db>, Kind), Errno> {
+        if ino < DB_BASE {
+            return Err(Errno::ENOENT);
+        }
+        let id = (ino - DB_BASE) / KIND_SLOTS;
+        let kind = Kind::from_index((ino - DB_BASE) % KIND_SLOTS).ok_or(Errno::ENOENT)?;
+        let name = self
+            .ids
+            .read()
+            .ok()
+            .and_then(|i| i.names.get(id as usize).cloned())
+            .ok_or(Errno::ENOENT)?;
+        let db = self.store.db(&name).ok_or(Errno::ENOENT)?;
+        Ok((db, kind))
+    }
+
+    fn backing(db: &Db, kind: Kind) -> Option<PathBuf> {
+        let p = db.paths();
+        match kind {
+            Kind::Database => Some(p.database.clone()),
+            Kind::Journal => Some(p.journal.clone()),
+            Kind::Wal => Some(p.wal.clone()),
+            Kind::Shm => Some(p.shm.clone()),
+            Kind::Pos | Kind::Lock => None,
+        }
+    }
+
+    fn file_attr(&self, ino: u64, size: u64, mtime: SystemTime, perm: u16) -> FileAttr {
+        FileAttr {
+            ino: INodeNo(ino),
+            size,
+            blocks: size.div_ceil(512),
+            atime: mtime,
+            mtime,
+            ctime: mtime,
+            crtime: mtime,
+            kind: FileType::RegularFile,
+            perm,
+            nlink: 1,
+            uid: self.uid,
+            gid: self.gid,
+            rdev: 0,
+            blksize: 4096,
+            flags: 0,
+        }
+    }
+
+    fn dir_attr(&self) -> FileAttr {
+        FileAttr {
+            kind: FileType::Directory,
+            perm: 0o777,
+            nlink: 2,
+            ..self.file_attr(ROOT, 0, UNIX_EPOCH, 0o777)
+        }
+    }
+
+    fn attr_of(&self, db: &Db, kind: Kind) -> Result<FileAttr, Errno> {
+        let ino = self.ino(db.name(), kind);
+        match kind {
+            Kind::Pos => {
+                let (_, ts) = db.pos_and_timestamp();
+                let mtime = UNIX_EPOCH + Duration::from_millis(ts.max(0) as u64);
+                Ok(self.file_attr(ino, db.pos_file().len() as u64, mtime, 0o444))
+            }
+            Kind::Lock => Ok(self.file_attr(ino, 0, UNIX_EPOCH, 0o666)),
+            _ => {
+                let path = Self::backing(db, kind).ok_or(Errno::ENOENT)?;
+                let md = std::fs::metadata(&path).map_err(|e| errno(&e))?;
+                let mtime = UNIX_EPOCH
+                    + Duration::new(
+                        md.mtime().max(0) as u64,
+                        md.mtime_nsec().clamp(0, 999_999_999) as u32,
+                    );
+                Ok(self.file_attr(ino, md.len(), mtime, 0o666))
+            }
+        }
+    }
+
+    fn lookup_name(&self, name: &OsStr) -> Result<FileAttr, Errno> {
+        if name == ".lag" {
+            return Ok(self.file_attr(LAG, LAG_CONTENT.len() as u64, UNIX_EPOCH, 0o444));
+        }
+        let name = name.to_str().ok_or(Errno::ENOENT)?;
+        let (dbname, kind) = parse(name);
+        let db = self.store.db(dbname).ok_or(Errno::ENOENT)?;
+        if matches!(kind, Kind::Pos | Kind::Lock) && !db.paths().database.exists() {
+            return Err(Errno::ENOENT);
+        }
+        self.attr_of(&db, kind)
+    }
+
+    fn add_handle(&self, db: Arc<Db>, kind: Kind, file: Option<File>) -> u64 {
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut h) = self.handles.write() {
+            h.insert(fh, Arc::new(Handle { db, kind, file }));
+        }
+        fh
+    }
+
+    fn handle(&self, fh: FileHandle) -> Result<Arc<Handle>, Errno> {
+        self.handles
+            .read()
+            .ok()
+            .and_then(|h| h.get(&fh.0).cloned())
+            .ok_or(Errno::EBADF)
+    }
+
+    fn open_backing(path: &Path, flags: i32, create: bool) -> Result<File, Errno> {
+        let acc = flags & libc::O_ACCMODE;
+        let mut o = OpenOptions::new();
+        o.read(acc == libc::O_RDONLY || acc == libc::O_RDWR)
+            .write(acc == libc::O_WRONLY || acc == libc::O_RDWR)
+            .create(create)
+            .mode(0o644)
+            .custom_flags(flags & (libc::O_SYNC | libc::O_DSYNC));
+        if create && !(acc == libc::O_WRONLY || acc == libc::O_RDWR) {
+            o.write(true);
+        }
+        o.open(path).map_err(|e| errno(&e))
+    }
+
+    fn do_write(&self, h: &Handle, offset: u64, data: &[u8]) -> Result<u32, Errno> {
+        let file = h.file.as_ref().ok_or(Errno::EIO)?;
+        if h.kind == Kind::Journal
+            && offset == 0
+            && !data.starts_with(&litefs_sqlite::JOURNAL_MAGIC)
+        {
+            // Zeroing the header (PERSIST mode) finalises the journal.
+            h.db.journal_finalizing()
+                .map_err(|e| store_errno(h.db.name(), "journal commit", e))?;
+        }
+        if h.kind == Kind::Database {
+            h.db.database_writing(offset, data.len())
+                .map_err(|e| store_errno(h.db.name(), "database write", e))?;
+        }
+        if h.kind == Kind::Journal && offset == 0 && data.starts_with(&litefs_sqlite::JOURNAL_MAGIC)
+        {
+            h.db.journal_hot(true);
+        }
+        file.write_all_at(data, offset).map_err(|e| errno(&e))?;
+        if h.kind == Kind::Wal {
+            h.db.wal_written(offset, data.len())
+                .map_err(|e| store_errno(h.db.name(), "WAL commit", e))?;
+        }
+        Ok(data.len() as u32)
+    }
+
+    fn do_truncate(&self, db: &Db, kind: Kind, size: u64) -> Result<(), Errno> {
+        let path = Self::backing(db, kind).ok_or(Errno::EACCES)?;
+        if kind == Kind::Journal && size == 0 {
+            db.journal_finalizing()
+                .map_err(|e| store_errno(db.name(), "journal commit", e))?;
+        }
+        let f = OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(|e| errno(&e))?;
+        f.set_len(size).map_err(|e| errno(&e))?;
+        if kind == Kind::Wal && size == 0 {
+            db.wal_reset()
+                .map_err(|e| store_errno(db.name(), "WAL reset", e))?;
+        }
+        Ok(())
+    }
+
+    fn dir_changed(&self, db: &Db) {
+        if let Ok(mut d) = self.dirty_dirs.lock() {
+            d.insert(db.paths().dir.clone());
+        }
+    }
+
+    fn do_fsyncdir(&self) -> Result<(), Errno> {
+        let dirs: Vec<PathBuf> = self
+            .dirty_dirs
+            .lock()
+            .map(|mut d| d.drain().collect())
+            .unwrap_or_default();
+        for dir in dirs {
+            File::open(&dir)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| errno(&e))?;
+        }
+        Ok(())
+    }
+
+    fn do_unlink(&self, name: &OsStr) -> Result<(), Errno> {
+        let name = name.to_str().ok_or(Errno::ENOENT)?;
+        let (dbname, kind) = parse(name);
+        let db = self.store.db(dbname).ok_or(Errno::ENOENT)?;
+        self.dir_changed(&db);
+        match kind {
+            Kind::Pos | Kind::Lock => Err(Errno::EPERM),
+            Kind::Database => db.drop_files().map_err(|e| store_errno(dbname, "drop", e)),
+            Kind::Journal => {
+                db.journal_finalizing()
+                    .map_err(|e| store_errno(dbname, "journal commit", e))?;
+                std::fs::remove_file(&db.paths().journal).map_err(|e| errno(&e))
+            }
+            Kind::Wal => {
+                std::fs::remove_file(&db.paths().wal).map_err(|e| errno(&e))?;
+                db.wal_reset()
+                    .map_err(|e| store_errno(dbname, "WAL reset", e))
+            }
+            Kind::Shm => std::fs::remove_file(&db.paths().shm).map_err(|e| errno(&e)),
+        }
+    }
+
+    fn do_create(&self, name: &OsStr, flags: i32) -> Result<(FileAttr, u64), Errno> {
+        let name = name.to_str().ok_or(Errno::EINVAL)?;
+        let (dbname, kind) = parse(name);
+        if matches!(kind, Kind::Pos | Kind::Lock) {
+            return Err(Errno::EPERM);
+        }
+        let db = match kind {
+            Kind::Database => self
+                .store
+                .create_db(dbname)
+                .map_err(|e| store_errno(dbname, "create", e))?,
+            _ => self.store.db(dbname).ok_or(Errno::ENOENT)?,
+        };
+        let path = Self::backing(&db, kind).ok_or(Errno::EPERM)?;
+        self.dir_changed(&db);
+        let file = Self::open_backing(&path, flags, true)?;
+        let attr = self.attr_of(&db, kind)?;
+        let fh = self.add_handle(db, kind, Some(file));
+        Ok((attr, fh))
+    }
+
+    fn readdir_entries(&self) -> Vec<(u64, FileType, String)> {
+        let mut out = vec![
+            (ROOT, FileType::Directory, ".".to_owned()),
+            (ROOT, FileType::Directory, "..".to_owned()),
+            (LAG, FileType::RegularFile, ".lag".to_owned()),
+        ];
+        for db in self.store.dbs() {
+            if !db.paths().database.exists() {
+                continue;
+            }
+            for kind in KINDS {
+                let present = match kind {
+                    Kind::Database | Kind::Pos => true,
+                    Kind::Lock => false,
+                    _ => Self::backing(&db, kind).is_some_and(|p| p.exists()),
+                };
+                if present {
+                    out.push((
+                        self.ino(db.name(), kind),
+                        FileType::RegularFile,
+                        format!("{}{}", db.name(), kind.suffix()),
+                    ));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// `.lag` on a primary: zero milliseconds behind, LiteFS's `%+010d\n`.
+const LAG_CONTENT: &str = "+000000000\n";
+
+impl Filesystem for LiteFs {
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        if parent.0 != ROOT {
+            return reply.error(Errno::ENOENT);
+        }
+        match self.lookup_name(name) {
+            Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let r = match ino.0 {
+            ROOT => Ok(self.dir_attr()),
+            LAG => Ok(self.file_attr(LAG, LAG_CONTENT.len() as u64, UNIX_EPOCH, 0o444)),
+            _ => self
+                .resolve(ino.0)
+                .and_then(|(db, kind)| self.attr_of(&db, kind)),
+        };
+        match r {
+            Ok(a) => reply.attr(&TTL, &a),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _mode: Option<u32>,
+        _uid: Option<u32>,
+        _gid: Option<u32>,
+        size: Option<u64>,
+        _atime: Option<fuser::TimeOrNow>,
+        _mtime: Option<fuser::TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let r = self.resolve(ino.0).and_then(|(db, kind)| {
+            if let Some(size) = size {
+                self.do_truncate(&db, kind, size)?;
+            }
+            self.attr_of(&db, kind)
+        });
+        match r {
+            Ok(a) => reply.attr(&TTL, &a),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        if parent.0 != ROOT {
+            return reply.error(Errno::ENOENT);
+        }
+        match self.do_unlink(name) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let r = self.resolve(ino.0).and_then(|(db, kind)| {
+            let file = match Self::backing(&db, kind) {
+                Some(p) => Some(Self::open_backing(&p, flags.0, false)?),
+                None => None,
+            };
+            Ok(self.add_handle(db, kind, file))
+        });
+        match r {
+            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn create(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        if parent.0 != ROOT {
+            return reply.error(Errno::ENOENT);
+        }
+        match self.do_create(name, flags) {
+            Ok((attr, fh)) => reply.created(
+                &TTL,
+                &attr,
+                Generation(0),
+                FileHandle(fh),
+                FopenFlags::FOPEN_KEEP_CACHE,
+            ),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        if ino.0 == LAG {
+            return reply.data(slice_at(LAG_CONTENT.as_bytes(), offset, size));
+        }
+        let h = match self.handle(fh) {
+            Ok(h) => h,
+            Err(e) => return reply.error(e),
+        };
+        match (&h.file, h.kind) {
+            (None, Kind::Pos) => reply.data(slice_at(h.db.pos_file().as_bytes(), offset, size)),
+            (None, _) => reply.data(&[]),
+            (Some(f), _) => {
+                let mut buf = vec![0u8; size as usize];
+                let mut n = 0;
+                while n < buf.len() {
+                    match f.read_at(&mut buf[n..], offset + n as u64) {
+                        Ok(0) => break,
+                        Ok(k) => n += k,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => return reply.error(errno(&e)),
+                    }
+                }
+                reply.data(&buf[..n]);
+            }
+        }
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        match self
+            .handle(fh)
+            .and_then(|h| self.do_write(&h, offset, data))
+        {
+            Ok(n) => reply.written(n),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        if let Ok(mut h) = self.handles.write() {
+            h.remove(&fh.0);
+        }
+        reply.ok();
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        let r = self.handle(fh).and_then(|h| match &h.file {
+            Some(f) => if datasync {
+                f.sync_data()
+            } else {
+                f.sync_all()
+            }
+            .map_err(|e| errno(&e)),
+            None => Ok(()),
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        if ino.0 == ROOT {
+            reply.opened(FileHandle(0), FopenFlags::empty());
+        } else {
+            reply.error(Errno::ENOTDIR);
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        if ino.0 != ROOT {
+            return reply.error(Errno::ENOTDIR);
+        }
+        for (i, (ino, kind, name)) in self
+            .readdir_entries()
+            .into_iter()
+            .enumerate()
+            .skip(offset as usize)
+        {
+            if reply.add(INodeNo(ino), (i + 1) as u64, kind, name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn access(&self, _req: &Request, _ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {
+        reply.ok();
+    }
+
+    fn getxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _size: u32,
+        reply: fuser::ReplyXattr,
+    ) {
+        reply.error(Errno::from_i32(libc::ENODATA));
+    }
+
+    fn listxattr(&self, _req: &Request, _ino: INodeNo, size: u32, reply: fuser::ReplyXattr) {
+        if size == 0 {
+            reply.size(0);
+        } else {
+            reply.data(&[]);
+        }
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        match self.do_fsyncdir() {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        reply.statfs(0, 0, 0, 0, 0, 4096, 255, 4096);
+    }
+}
+
+fn slice_at(b: &[u8], offset: u64, size: u32) -> &[u8] {
+    let start = (offset as usize).min(b.len());
+    let end = start.saturating_add(size as usize).min(b.len());
+    &b[start..end]
+}

@@ -1,0 +1,65 @@
+//! Mapping between names in the mount and (database, file kind).
+
+/// Which file of a database a name or inode refers to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Kind {
+    Database = 0,
+    Journal = 1,
+    Wal = 2,
+    Shm = 3,
+    Pos = 4,
+    Lock = 5,
+}
+
+pub(crate) const KINDS: [Kind; 6] = [
+    Kind::Database,
+    Kind::Journal,
+    Kind::Wal,
+    Kind::Shm,
+    Kind::Pos,
+    Kind::Lock,
+];
+
+impl Kind {
+    pub(crate) fn suffix(self) -> &'static str {
+        match self {
+            Kind::Database => "",
+            Kind::Journal => "-journal",
+            Kind::Wal => "-wal",
+            Kind::Shm => "-shm",
+            Kind::Pos => "-pos",
+            Kind::Lock => "-lock",
+        }
+    }
+
+    pub(crate) fn from_index(i: u64) -> Option<Kind> {
+        KINDS.get(i as usize).copied()
+    }
+}
+
+/// Splits a mount name into the database name and the file kind.
+pub(crate) fn parse(name: &str) -> (&str, Kind) {
+    for k in [Kind::Journal, Kind::Wal, Kind::Shm, Kind::Pos, Kind::Lock] {
+        if let Some(db) = name.strip_suffix(k.suffix()) {
+            if !db.is_empty() {
+                return (db, k);
+            }
+        }
+    }
+    (name, Kind::Database)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_names() {
+        assert_eq!(parse("app.db"), ("app.db", Kind::Database));
+        assert_eq!(parse("app.db-wal"), ("app.db", Kind::Wal));
+        assert_eq!(parse("app.db-journal"), ("app.db", Kind::Journal));
+        assert_eq!(parse("x-shm"), ("x", Kind::Shm));
+        assert_eq!(parse("x-pos"), ("x", Kind::Pos));
+        assert_eq!(parse("-wal"), ("-wal", Kind::Database));
+    }
+}

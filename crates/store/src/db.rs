@@ -1,0 +1,890 @@
+//! One database: its files, position, page checksums, and capture of
+//! committed transactions into LTX files.
+
+use crate::error::{IoContext, StoreError};
+use crate::store::{poisoned, StoreOptions};
+use litefs_ltx::{
+    format_file_name, lock_pgno, page_checksum, parse_file_name, Checksum, Encoder, Format, Header,
+    Pos, Txid, Version, FLAG_COMPRESS_LZ4,
+};
+use litefs_sqlite::{
+    scan_wal, DbHeader, WalFrameHeader, WalHeader, WalTxn, WAL_FRAME_HEADER_SIZE, WAL_HEADER_SIZE,
+};
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, ErrorKind};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The files of one database inside the data directory.
+#[derive(Debug, Clone)]
+pub struct DbPaths {
+    /// `dbs/<name>/`.
+    pub dir: PathBuf,
+    /// The SQLite database file.
+    pub database: PathBuf,
+    /// The rollback journal.
+    pub journal: PathBuf,
+    /// The write-ahead log.
+    pub wal: PathBuf,
+    /// The WAL index (shared memory).
+    pub shm: PathBuf,
+    /// LTX files, one per captured transaction (or snapshot).
+    pub ltx: PathBuf,
+}
+
+impl DbPaths {
+    /// The layout under `dir`, as LiteFS has it.
+    pub fn new(dir: PathBuf) -> DbPaths {
+        DbPaths {
+            database: dir.join("database"),
+            journal: dir.join("journal"),
+            wal: dir.join("wal"),
+            shm: dir.join("shm"),
+            ltx: dir.join("ltx"),
+            dir,
+        }
+    }
+}
+
+/// Where capture has got to in the WAL: the next frame to look at and the
+/// running checksum before it.
+#[derive(Debug, Clone, Copy)]
+struct WalCursor {
+    header: WalHeader,
+    offset: u64,
+    checksum: (u32, u32),
+}
+
+/// The WAL fields an LTX header records about the range it came from.
+#[derive(Debug, Clone, Copy, Default)]
+struct WalRange {
+    offset: i64,
+    size: i64,
+    salt1: u32,
+    salt2: u32,
+}
+
+#[derive(Debug)]
+struct State {
+    pos: Pos,
+    /// Timestamp (ms) of the last LTX file.
+    timestamp: i64,
+    page_size: u32,
+    /// Database size in pages at `pos`.
+    commit: u32,
+    /// Checksum of each page 1..=commit at `pos` (index pgno-1); 0 for the
+    /// lock page.
+    checksums: Vec<u64>,
+    /// Database checksum at `pos` (all page checksums folded).
+    checksum: Checksum,
+    wal: Option<WalCursor>,
+    /// Byte ranges of the database file written since the last commit
+    /// (start -> end). In rollback-journal mode these are the transaction's
+    /// pages: the journal alone misses pages reused from the freelist.
+    dirty: std::collections::BTreeMap<u64, u64>,
+    /// Whether the rollback journal currently holds a transaction (its
+    /// header carries the magic).
+    journal_hot: bool,
+}
+
+/// One database. All capture for it is serialised by one mutex; SQLite's
+/// own locks already serialise writers, so it is rarely contended.
+#[derive(Debug)]
+pub struct Db {
+    name: String,
+    paths: DbPaths,
+    opts: StoreOptions,
+    state: Mutex<State>,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn open_read(path: &Path) -> Result<Option<File>, StoreError> {
+    match File::open(path) {
+        Ok(f) => Ok(Some(f)),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).ctx(path),
+    }
+}
+
+impl Db {
+    /// Opens a database directory and brings its state up to date with its
+    /// files: position from the newest LTX file, page checksums from the
+    /// database file and the committed part of the WAL, and an LTX file for
+    /// every committed WAL transaction that has none yet (a crash between
+    /// SQLite's commit and ours).
+    pub(crate) fn open(name: String, paths: DbPaths, opts: StoreOptions) -> Result<Db, StoreError> {
+        std::fs::create_dir_all(&paths.ltx).ctx(&paths.ltx)?;
+        let db = Db {
+            name,
+            paths,
+            opts,
+            state: Mutex::new(State {
+                pos: Pos::ZERO,
+                timestamp: 0,
+                page_size: 0,
+                commit: 0,
+                checksums: Vec::new(),
+                checksum: Checksum::EMPTY,
+                wal: None,
+                dirty: Default::default(),
+                journal_hot: false,
+            }),
+        };
+        db.recover()?;
+        Ok(db)
+    }
+
+    /// The database's name in the mount.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its files.
+    pub fn paths(&self) -> &DbPaths {
+        &self.paths
+    }
+
+    /// The current replication position.
+    pub fn pos(&self) -> Pos {
+        self.state.lock().map(|s| s.pos).unwrap_or(Pos::ZERO)
+    }
+
+    /// The position and the timestamp (ms) of the LTX file that made it.
+    pub fn pos_and_timestamp(&self) -> (Pos, i64) {
+        self.state
+            .lock()
+            .map(|s| (s.pos, s.timestamp))
+            .unwrap_or((Pos::ZERO, 0))
+    }
+
+    /// The `<db>-pos` file content: `%016x/%016x\n`.
+    pub fn pos_file(&self) -> String {
+        format!("{}\n", self.pos())
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, State>, StoreError> {
+        self.state.lock().map_err(|_| poisoned(&self.paths.dir))
+    }
+
+    fn recover(&self) -> Result<(), StoreError> {
+        let mut st = self.lock()?;
+        // Position from the newest LTX file that verifies. LTX files are not
+        // fsynced (the WAL or the database file is the durable copy), so
+        // after a power loss the newest may be torn: set it aside and fall
+        // back; the transaction is captured again from the files below.
+        let mut last_wal = WalRange::default();
+        while let Some((path, _)) = self.newest_ltx()? {
+            let f = File::open(&path).ctx(&path)?;
+            match litefs_ltx::verify(std::io::BufReader::new(f), Version::V1) {
+                Ok((h, t)) => {
+                    st.pos = Pos {
+                        txid: h.max_txid,
+                        post_apply_checksum: t.post_apply_checksum,
+                    };
+                    st.timestamp = h.timestamp;
+                    last_wal = WalRange {
+                        offset: h.wal_offset,
+                        size: h.wal_size,
+                        salt1: h.wal_salt1,
+                        salt2: h.wal_salt2,
+                    };
+                    break;
+                }
+                Err(e) => {
+                    let aside = path.with_extension("ltx.damaged");
+                    tracing::warn!(db = %self.name, path = %path.display(), error = %e, "newest LTX file is damaged; setting it aside");
+                    std::fs::rename(&path, &aside).ctx(&path)?;
+                }
+            }
+        }
+        self.rollback_hot_journal()?;
+        // Every client of the previous run is gone; SQLite rebuilds the WAL
+        // index from the WAL, so a stale one must not survive.
+        match std::fs::remove_file(&self.paths.shm) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(e).ctx(&self.paths.shm),
+        }
+        // Page checksums of the database file.
+        self.load_checksums(&mut st)?;
+        // Overlay the committed WAL; capture what has no LTX file yet.
+        if let Some(w) = open_read(&self.paths.wal)? {
+            self.recover_wal(&mut st, &w, last_wal)?;
+        }
+        let wal_has_frames = st.wal.is_some_and(|c| c.offset > WAL_HEADER_SIZE as u64);
+        if st.pos.txid.0 > 0 && st.checksum != st.pos.post_apply_checksum && wal_has_frames {
+            return Err(StoreError::ChecksumMismatch {
+                db: self.name.clone(),
+                pos: st.pos,
+                actual: st.checksum,
+            });
+        }
+        if st.pos.txid.0 > 0 && st.checksum != st.pos.post_apply_checksum && st.commit > 0 {
+            // The files hold a committed state no LTX file describes (a
+            // rollback-journal commit whose LTX file a power loss took). The
+            // database is what SQLite committed, so record it as a snapshot
+            // at the next TXID; replicas holding the lost file will see the
+            // checksum differ and take the snapshot.
+            tracing::warn!(db = %self.name, pos = %st.pos, actual = %st.checksum, "database ahead of its LTX files; writing a recovery snapshot");
+            let (ps, commit) = (st.page_size, st.commit);
+            let pages: Vec<(u32, Source)> = (1..=commit).map(|p| (p, Source::Db)).collect();
+            let db = open_read(&self.paths.database)?;
+            st.pos.post_apply_checksum = Checksum(0);
+            st.page_size = 0; // forces a snapshot
+            self.write_ltx(
+                &mut st,
+                ps,
+                commit,
+                &pages,
+                None,
+                db.as_ref(),
+                WalRange::default(),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Rolls back a hot journal left by a crash, as SQLite would on its next
+    /// open: original pages written back, the file cut to its original size,
+    /// the journal removed. Done before the mount so that no client ever
+    /// sees the half-written transaction and our checksums start from the
+    /// state the last LTX file describes.
+    fn rollback_hot_journal(&self) -> Result<(), StoreError> {
+        let Some(j) = open_read(&self.paths.journal)? else {
+            return Ok(());
+        };
+        let jlen = j.metadata().ctx(&self.paths.journal)?.len();
+        if open_read(&self.paths.database)?.is_none() {
+            std::fs::remove_file(&self.paths.journal).ctx(&self.paths.journal)?;
+            return Ok(());
+        }
+        let db = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&self.paths.database)
+            .ctx(&self.paths.database)?;
+        let mut hb = [0u8; 100];
+        let page_size = match db.read_exact_at(&mut hb, 0) {
+            Ok(()) => DbHeader::parse(&hb).map(|h| h.page_size).unwrap_or(0),
+            Err(_) => 0,
+        };
+        let dbp = &self.paths.database;
+        let found = litefs_sqlite::read_journal_with(&j, jlen, page_size, |pgno, data| {
+            db.write_all_at(data, u64::from(pgno - 1) * data.len() as u64)
+        })
+        .map_err(|source| StoreError::Sqlite {
+            path: self.paths.journal.clone(),
+            source,
+        })?;
+        if let Some(jp) = found {
+            db.set_len(u64::from(jp.initial_pages) * u64::from(jp.page_size))
+                .ctx(dbp)?;
+            db.sync_all().ctx(dbp)?;
+            tracing::warn!(db = %self.name, pages = jp.pgnos.len(), "rolled back a hot journal left by a crash");
+        }
+        std::fs::remove_file(&self.paths.journal).ctx(&self.paths.journal)?;
+        Ok(())
+    }
+
+    /// Records that the database file is about to be written at `offset`.
+    /// Refuses writes that no rollback journal or WAL protects: SQLite's
+    /// `journal_mode=MEMORY` and `OFF` give no commit point to capture, so
+    /// they would silently escape replication.
+    pub fn database_writing(&self, offset: u64, len: usize) -> Result<(), StoreError> {
+        let mut st = self.lock()?;
+        if !st.journal_hot && st.wal.is_none() && !self.header_says_wal()? && self.has_content()? {
+            tracing::error!(
+                db = %self.name,
+                "write without a rollback journal or WAL refused: journal_mode MEMORY and OFF are not \
+                 supported (use DELETE, TRUNCATE, PERSIST or WAL)"
+            );
+            return Err(StoreError::Io {
+                path: self.paths.database.clone(),
+                source: std::io::Error::from_raw_os_error(libc_eperm()),
+            });
+        }
+        let end = offset + len as u64;
+        let e = st.dirty.entry(offset).or_insert(end);
+        *e = (*e).max(end);
+        Ok(())
+    }
+
+    fn header_says_wal(&self) -> Result<bool, StoreError> {
+        let Some(f) = open_read(&self.paths.database)? else {
+            return Ok(false);
+        };
+        let mut b = [0u8; 2];
+        Ok(f.read_exact_at(&mut b, 18).is_ok() && b == [2, 2])
+    }
+
+    /// Whether the database file already holds a database (a brand-new
+    /// file's first transaction is journaled like any other; this only
+    /// guards against refusing a write to an empty file we cannot judge).
+    fn has_content(&self) -> Result<bool, StoreError> {
+        Ok(std::fs::metadata(&self.paths.database)
+            .map(|m| m.len() >= 512)
+            .unwrap_or(false))
+    }
+
+    /// Tells the store the journal header now carries the magic (or not).
+    pub fn journal_hot(&self, hot: bool) {
+        if let Ok(mut st) = self.state.lock() {
+            st.journal_hot = hot;
+        }
+    }
+
+    fn load_checksums(&self, st: &mut State) -> Result<(), StoreError> {
+        st.checksums.clear();
+        st.checksum = Checksum::EMPTY;
+        st.commit = 0;
+        let Some(f) = open_read(&self.paths.database)? else {
+            return Ok(());
+        };
+        let len = f.metadata().ctx(&self.paths.database)?.len();
+        if len < 100 {
+            return Ok(());
+        }
+        let mut hb = [0u8; 100];
+        f.read_exact_at(&mut hb, 0).ctx(&self.paths.database)?;
+        let h = DbHeader::parse(&hb).map_err(|source| StoreError::Sqlite {
+            path: self.paths.database.clone(),
+            source,
+        })?;
+        st.page_size = h.page_size;
+        let commit = (len / u64::from(h.page_size)) as u32;
+        let lock = lock_pgno(h.page_size);
+        let mut buf = vec![0u8; h.page_size as usize];
+        st.checksums = vec![0; commit as usize];
+        for pgno in 1..=commit {
+            if pgno == lock {
+                continue;
+            }
+            f.read_exact_at(&mut buf, u64::from(pgno - 1) * u64::from(h.page_size))
+                .ctx(&self.paths.database)?;
+            let c = page_checksum(pgno, &buf);
+            st.checksums[(pgno - 1) as usize] = c.0;
+            st.checksum = st.checksum.toggle(c);
+        }
+        st.commit = commit;
+        Ok(())
+    }
+
+    fn recover_wal(&self, st: &mut State, w: &File, last: WalRange) -> Result<(), StoreError> {
+        let mut hb = [0u8; WAL_HEADER_SIZE];
+        if w.read_exact_at(&mut hb, 0).is_err() {
+            return Ok(());
+        }
+        let Ok(header) = WalHeader::parse(&hb) else {
+            return Ok(());
+        };
+        let txns = scan_wal(w, &header, WAL_HEADER_SIZE as u64, header.checksum, None)
+            .ctx(&self.paths.wal)?;
+        let same_gen = last.salt1 == header.salt1 && last.salt2 == header.salt2 && last.offset > 0;
+        let captured_end = if same_gen {
+            (last.offset + last.size) as u64
+        } else {
+            WAL_HEADER_SIZE as u64
+        };
+        let mut cursor = WalCursor {
+            header,
+            offset: WAL_HEADER_SIZE as u64,
+            checksum: header.checksum,
+        };
+        for txn in txns {
+            if txn.end <= captured_end {
+                // Already in an LTX file: fold its pages into the state silently.
+                self.fold_wal_txn(st, w, header.page_size, &txn)?;
+            } else {
+                self.capture_wal_txn(st, w, &header, &txn)?;
+                tracing::info!(db = %self.name, txid = %st.pos.txid, "captured WAL transaction found at start-up");
+            }
+            cursor.offset = txn.end;
+            cursor.checksum = txn.checksum;
+        }
+        st.wal = Some(cursor);
+        Ok(())
+    }
+
+    /// Applies a WAL transaction's pages to the in-memory checksums only.
+    fn fold_wal_txn(
+        &self,
+        st: &mut State,
+        w: &File,
+        page_size: u32,
+        txn: &WalTxn,
+    ) -> Result<(), StoreError> {
+        st.page_size = page_size;
+        let ps = page_size;
+        let mut buf = vec![0u8; ps as usize];
+        set_commit(st, txn.commit);
+        for &(pgno, off) in &txn.pages {
+            if pgno > txn.commit || pgno == lock_pgno(ps) {
+                continue;
+            }
+            w.read_exact_at(&mut buf, off).ctx(&self.paths.wal)?;
+            set_page(st, pgno, page_checksum(pgno, &buf));
+        }
+        Ok(())
+    }
+
+    fn newest_ltx(&self) -> Result<Option<(PathBuf, Txid)>, StoreError> {
+        let mut best: Option<(PathBuf, Txid)> = None;
+        for e in std::fs::read_dir(&self.paths.ltx).ctx(&self.paths.ltx)? {
+            let e = e.ctx(&self.paths.ltx)?;
+            let name = e.file_name();
+            let Some((_, max)) = name.to_str().and_then(parse_file_name) else {
+                continue;
+            };
+            if best.as_ref().is_none_or(|(_, b)| max > *b) {
+                best = Some((e.path(), max));
+            }
+        }
+        Ok(best)
+    }
+
+    /// Called after bytes were written to the WAL at `offset`. When the write
+    /// completes (or re-checksums) a commit frame, every transaction up to it
+    /// is captured before this returns, so no one can observe the commit
+    /// before its LTX file exists.
+    pub fn wal_written(&self, offset: u64, len: usize) -> Result<(), StoreError> {
+        let mut st = self.lock()?;
+        let w = File::open(&self.paths.wal).ctx(&self.paths.wal)?;
+        if offset < WAL_HEADER_SIZE as u64 {
+            let mut hb = [0u8; WAL_HEADER_SIZE];
+            if w.read_exact_at(&mut hb, 0).is_ok() {
+                if let Ok(header) = WalHeader::parse(&hb) {
+                    st.wal = Some(WalCursor {
+                        header,
+                        offset: WAL_HEADER_SIZE as u64,
+                        checksum: header.checksum,
+                    });
+                }
+            }
+            return Ok(());
+        }
+        let Some(cur) = st.wal else { return Ok(()) };
+        let end = offset + len as u64;
+        if end <= cur.offset {
+            return Ok(());
+        }
+        let frame = WAL_FRAME_HEADER_SIZE as u64 + u64::from(cur.header.page_size);
+        let idx = (end - 1 - WAL_HEADER_SIZE as u64) / frame;
+        let start = WAL_HEADER_SIZE as u64 + idx * frame;
+        let mut fh = [0u8; WAL_FRAME_HEADER_SIZE];
+        if w.read_exact_at(&mut fh, start).is_err() {
+            return Ok(());
+        }
+        match WalFrameHeader::parse(&fh) {
+            Ok(h) if h.commit != 0 => {}
+            _ => return Ok(()),
+        }
+        let txns =
+            scan_wal(&w, &cur.header, cur.offset, cur.checksum, None).ctx(&self.paths.wal)?;
+        st.dirty.clear();
+        for txn in txns {
+            self.capture_wal_txn(&mut st, &w, &cur.header, &txn)?;
+            if let Some(c) = st.wal.as_mut() {
+                c.offset = txn.end;
+                c.checksum = txn.checksum;
+            }
+        }
+        Ok(())
+    }
+
+    /// Called when the WAL file is removed or truncated to zero: capture has
+    /// nothing left to read in it.
+    pub fn wal_reset(&self) -> Result<(), StoreError> {
+        self.lock()?.wal = None;
+        Ok(())
+    }
+
+    fn capture_wal_txn(
+        &self,
+        st: &mut State,
+        w: &File,
+        header: &WalHeader,
+        txn: &WalTxn,
+    ) -> Result<(), StoreError> {
+        let range = WalRange {
+            offset: txn.start as i64,
+            size: (txn.end - txn.start) as i64,
+            salt1: header.salt1,
+            salt2: header.salt2,
+        };
+        let ps = header.page_size;
+        let db = open_read(&self.paths.database)?;
+        let pages: Vec<(u32, Source)> = if st.pos.txid.0 == 0 || st.page_size != ps {
+            // First transaction, or a new page size: a snapshot of every page.
+            let in_wal: std::collections::HashMap<u32, u64> = txn.pages.iter().copied().collect();
+            (1..=txn.commit)
+                .map(|p| (p, in_wal.get(&p).map_or(Source::Db, |&o| Source::Wal(o))))
+                .collect()
+        } else {
+            txn.pages
+                .iter()
+                .filter(|(p, _)| *p <= txn.commit)
+                .map(|&(p, o)| (p, Source::Wal(o)))
+                .collect()
+        };
+        self.write_ltx(st, ps, txn.commit, &pages, Some(w), db.as_ref(), range)
+    }
+
+    /// Called before a rollback journal is finalised (deleted, truncated to
+    /// zero, or its header zeroed): if it held a transaction, that
+    /// transaction is committed in the database file now, and its pages are
+    /// the journal's page list plus any pages past the old end.
+    pub fn journal_finalizing(&self) -> Result<(), StoreError> {
+        let mut st = self.lock()?;
+        st.journal_hot = false;
+        let dirty = std::mem::take(&mut st.dirty);
+        let Some(j) = open_read(&self.paths.journal)? else {
+            return Ok(());
+        };
+        let Some(db) = open_read(&self.paths.database)? else {
+            return Ok(());
+        };
+        let jlen = j.metadata().ctx(&self.paths.journal)?.len();
+        let dlen = db.metadata().ctx(&self.paths.database)?.len();
+        if dlen < 100 {
+            return Ok(());
+        }
+        let mut hb = [0u8; 100];
+        db.read_exact_at(&mut hb, 0).ctx(&self.paths.database)?;
+        let h = DbHeader::parse(&hb).map_err(|source| StoreError::Sqlite {
+            path: self.paths.database.clone(),
+            source,
+        })?;
+        let Some(jp) = litefs_sqlite::read_journal(&j, jlen, h.page_size).map_err(|source| {
+            StoreError::Sqlite {
+                path: self.paths.journal.clone(),
+                source,
+            }
+        })?
+        else {
+            return Ok(());
+        };
+        let commit = if h.page_count_valid() {
+            h.page_count
+        } else {
+            (dlen / u64::from(h.page_size)) as u32
+        };
+        let pages: Vec<(u32, Source)> = if st.pos.txid.0 == 0 || st.page_size != h.page_size {
+            (1..=commit).map(|p| (p, Source::Db)).collect()
+        } else {
+            let ps = u64::from(h.page_size);
+            let mut set: std::collections::BTreeSet<u32> =
+                jp.pgnos.iter().copied().filter(|&p| p <= commit).collect();
+            set.extend(jp.initial_pages.saturating_add(1)..=commit);
+            for (&start, &end) in &dirty {
+                if end > start {
+                    set.extend((start / ps + 1) as u32..=((end - 1) / ps + 1) as u32);
+                }
+            }
+            set.into_iter().map(|p| (p, Source::Db)).collect()
+        };
+        self.write_ltx(
+            &mut st,
+            h.page_size,
+            commit,
+            &pages,
+            None,
+            Some(&db),
+            WalRange::default(),
+        )
+    }
+
+    /// Encodes one LTX file for the transaction that takes the database to
+    /// `commit` pages with `pages` changed, moving the checksum page by page;
+    /// writes nothing when the transaction changed nothing (a rollback).
+    #[allow(clippy::too_many_arguments)]
+    fn write_ltx(
+        &self,
+        st: &mut State,
+        page_size: u32,
+        commit: u32,
+        pages: &[(u32, Source)],
+        wal: Option<&File>,
+        db: Option<&File>,
+        range: WalRange,
+    ) -> Result<(), StoreError> {
+        let snapshot = st.pos.txid.0 == 0 || st.page_size != page_size;
+        if snapshot {
+            st.page_size = page_size;
+            st.checksums.clear();
+            st.commit = 0;
+            st.checksum = Checksum::EMPTY;
+        }
+        let txid = Txid(st.pos.txid.0 + 1);
+        let lock = lock_pgno(page_size);
+        let header = Header {
+            flags: if self.opts.compress {
+                FLAG_COMPRESS_LZ4
+            } else {
+                0
+            },
+            page_size,
+            commit,
+            min_txid: if snapshot { Txid(1) } else { txid },
+            max_txid: txid,
+            timestamp: now_ms(),
+            pre_apply_checksum: if snapshot {
+                Checksum(0)
+            } else {
+                st.pos.post_apply_checksum
+            },
+            wal_offset: range.offset,
+            wal_size: range.size,
+            wal_salt1: range.salt1,
+            wal_salt2: range.salt2,
+            node_id: self.opts.node_id,
+        };
+        let name = format_file_name(header.min_txid, txid);
+        let tmp = self.paths.ltx.join(format!("{name}.tmp"));
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .ctx(&tmp)?;
+        let mut enc = Encoder::new(BufWriter::with_capacity(64 << 10, file), header, Format::V1)
+            .map_err(|source| StoreError::Encode {
+                path: tmp.clone(),
+                source,
+            })?;
+
+        let mut new = st.checksum;
+        let mut changes: Vec<(u32, u64)> = Vec::with_capacity(pages.len());
+        // Pages past the new end leave the database.
+        for p in commit + 1..=st.commit {
+            let c = st.checksums.get((p - 1) as usize).copied().unwrap_or(0);
+            if c != 0 {
+                new = new.toggle(Checksum(c));
+            }
+        }
+        let mut buf = vec![0u8; page_size as usize];
+        for &(pgno, src) in pages {
+            if pgno == lock || pgno > commit {
+                continue;
+            }
+            let off = match src {
+                Source::Wal(o) => (wal, o, &self.paths.wal),
+                Source::Db => (
+                    db,
+                    u64::from(pgno - 1) * u64::from(page_size),
+                    &self.paths.database,
+                ),
+            };
+            match off.0 {
+                Some(f) => read_page(f, &mut buf, off.1).ctx(off.2)?,
+                None => buf.fill(0),
+            }
+            let c = page_checksum(pgno, &buf);
+            let old = st.checksums.get((pgno - 1) as usize).copied().unwrap_or(0);
+            if old != 0 {
+                new = new.toggle(Checksum(old));
+            }
+            new = new.toggle(c);
+            if old != c.0 || snapshot {
+                changes.push((pgno, c.0));
+            }
+            enc.encode_page(pgno, &buf)
+                .map_err(|source| StoreError::Encode {
+                    path: tmp.clone(),
+                    source,
+                })?;
+        }
+        if !snapshot && changes.is_empty() && commit == st.commit {
+            drop(enc);
+            let _ = std::fs::remove_file(&tmp);
+            return Ok(());
+        }
+        let (w, _) = enc.finish(new).map_err(|source| StoreError::Encode {
+            path: tmp.clone(),
+            source,
+        })?;
+        drop(w);
+        let path = self.paths.ltx.join(&name);
+        std::fs::rename(&tmp, &path).ctx(&path)?;
+
+        set_commit(st, commit);
+        for (p, c) in changes {
+            set_page(st, p, Checksum(c));
+        }
+        debug_assert_eq!(st.checksum, new);
+        st.checksum = new;
+        st.pos = Pos {
+            txid,
+            post_apply_checksum: new,
+        };
+        st.timestamp = header.timestamp;
+        tracing::debug!(db = %self.name, txid = %txid, pages = pages.len(), commit, "committed");
+        Ok(())
+    }
+
+    /// Drops the database: records a deletion LTX file (commit 0) and
+    /// removes the database and its side files. The name can be created
+    /// again; its history continues from the deletion.
+    pub fn drop_files(&self) -> Result<(), StoreError> {
+        let mut st = self.lock()?;
+        if st.commit > 0 && st.page_size > 0 {
+            let ps = st.page_size;
+            self.write_ltx(&mut st, ps, 0, &[], None, None, WalRange::default())?;
+        }
+        st.wal = None;
+        for p in [
+            &self.paths.database,
+            &self.paths.journal,
+            &self.paths.wal,
+            &self.paths.shm,
+        ] {
+            match std::fs::remove_file(p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(e).ctx(p),
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes LTX files whose timestamp is older than `retention`, always
+    /// keeping the newest. Returns how many were removed. Errors are
+    /// returned, not swallowed; a file that vanished meanwhile is not one.
+    pub fn enforce_retention(&self, retention: std::time::Duration) -> Result<usize, StoreError> {
+        // Hold the lock so a commit cannot race the "newest" decision.
+        let st = self.lock()?;
+        let newest = st.pos.txid;
+        drop(st);
+        let cutoff = SystemTime::now()
+            .checked_sub(retention)
+            .unwrap_or(UNIX_EPOCH);
+        let mut removed = 0;
+        for e in std::fs::read_dir(&self.paths.ltx).ctx(&self.paths.ltx)? {
+            let e = e.ctx(&self.paths.ltx)?;
+            let Some((_, max)) = e.file_name().to_str().and_then(parse_file_name) else {
+                continue;
+            };
+            if max >= newest {
+                continue;
+            }
+            let path = e.path();
+            let mtime = match e.metadata() {
+                Ok(m) => m.modified().ctx(&path)?,
+                Err(err) if err.kind() == ErrorKind::NotFound => continue,
+                Err(err) => return Err(err).ctx(&path),
+            };
+            if mtime < cutoff {
+                match std::fs::remove_file(&path) {
+                    Ok(()) => removed += 1,
+                    Err(err) if err.kind() == ErrorKind::NotFound => {}
+                    Err(err) => return Err(err).ctx(&path),
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Recomputes the database checksum from the files and compares it with
+    /// the position (only meaningful while no transaction is in flight).
+    pub fn verify(&self) -> Result<(), StoreError> {
+        let st = self.lock()?;
+        let mut fresh = State {
+            pos: st.pos,
+            timestamp: st.timestamp,
+            page_size: st.page_size,
+            commit: 0,
+            checksums: Vec::new(),
+            checksum: Checksum::EMPTY,
+            wal: None,
+            dirty: Default::default(),
+            journal_hot: false,
+        };
+        drop(st);
+        self.load_checksums(&mut fresh)?;
+        if let Some(w) = open_read(&self.paths.wal)? {
+            let mut hb = [0u8; WAL_HEADER_SIZE];
+            if w.read_exact_at(&mut hb, 0).is_ok() {
+                if let Ok(h) = WalHeader::parse(&hb) {
+                    for txn in scan_wal(&w, &h, WAL_HEADER_SIZE as u64, h.checksum, None)
+                        .ctx(&self.paths.wal)?
+                    {
+                        self.fold_wal_txn(&mut fresh, &w, h.page_size, &txn)?;
+                    }
+                }
+            }
+        }
+        if fresh.pos.txid.0 > 0 && fresh.checksum != fresh.pos.post_apply_checksum {
+            return Err(StoreError::ChecksumMismatch {
+                db: self.name.clone(),
+                pos: fresh.pos,
+                actual: fresh.checksum,
+            });
+        }
+        Ok(())
+    }
+}
+
+fn libc_eperm() -> i32 {
+    1 // EPERM on Linux
+}
+
+/// Where a page's committed content is read from.
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    /// The WAL, at this offset of the page data.
+    Wal(u64),
+    /// The database file.
+    Db,
+}
+
+/// Reads a page; bytes past the end of the file read as zeros (a page SQLite
+/// counts in the database size but has not written yet).
+fn read_page(f: &File, buf: &mut [u8], off: u64) -> std::io::Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        match f.read_at(&mut buf[done..], off + done as u64) {
+            Ok(0) => {
+                buf[done..].fill(0);
+                break;
+            }
+            Ok(n) => done += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Resizes the page table to `commit` pages, dropping truncated pages from
+/// the checksum.
+fn set_commit(st: &mut State, commit: u32) {
+    for p in commit + 1..=st.commit {
+        let c = st.checksums.get((p - 1) as usize).copied().unwrap_or(0);
+        if c != 0 {
+            st.checksum = st.checksum.toggle(Checksum(c));
+        }
+    }
+    st.checksums.resize(commit as usize, 0);
+    st.commit = commit;
+}
+
+/// Replaces one page's checksum, moving the database checksum.
+fn set_page(st: &mut State, pgno: u32, c: Checksum) {
+    let i = (pgno - 1) as usize;
+    if i >= st.checksums.len() {
+        st.checksums.resize(i + 1, 0);
+    }
+    let old = st.checksums[i];
+    if old != 0 {
+        st.checksum = st.checksum.toggle(Checksum(old));
+    }
+    st.checksum = st.checksum.toggle(c);
+    st.checksums[i] = c.0;
+}

@@ -1,0 +1,25 @@
+//! A node's durable state.
+//!
+//! The store owns the data directory: `dbs/<name>/{database, journal, wal,
+//! shm, ltx/}`. For each database it keeps the replication position, the
+//! page count and a checksum per page, so that committing a transaction
+//! moves the database checksum one page at a time instead of rescanning.
+//!
+//! Capture reads what SQLite itself wrote, at SQLite's own commit points:
+//! the pages of a WAL transaction come from the WAL once its commit frame
+//! is valid, and the pages of a rollback-journal transaction come from the
+//! database file when the journal is finalised (its page list says which
+//! pages changed). Nothing needs every data write to pass through here,
+//! which is what lets the FUSE layer hand data I/O to the kernel.
+//!
+//! The store knows nothing of FUSE or HTTP.
+
+mod db;
+mod error;
+mod names;
+mod store;
+
+pub use db::{Db, DbPaths};
+pub use error::StoreError;
+pub use names::validate_db_name;
+pub use store::{Store, StoreOptions};
