@@ -3,6 +3,9 @@
 //! always fails), running `litefs mount` nodes as real processes, and
 //! replaying a database's LTX chain to check it against the database.
 
+// A test harness: a panic here is a test failure with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
@@ -91,7 +94,10 @@ impl Node {
     /// Writes a config (static lease, this node primary) plus `extra` YAML
     /// appended at top level, starts `litefs mount` and waits for the mount.
     pub fn start(extra: &str) -> Node {
-        let dir = tempfile::Builder::new().prefix("litefs-node").tempdir().expect("tempdir");
+        let dir = tempfile::Builder::new()
+            .prefix("litefs-node")
+            .tempdir()
+            .expect("tempdir");
         let mount = dir.path().join("mnt");
         let data = dir.path().join("data");
         std::fs::create_dir_all(&mount).expect("mkdir mnt");
@@ -106,7 +112,14 @@ impl Node {
         )
         .expect("write config");
         let log = dir.path().join("litefs.log");
-        let mut node = Node { child: None, dir, mount, data, config, log };
+        let mut node = Node {
+            child: None,
+            dir,
+            mount,
+            data,
+            config,
+            log,
+        };
         node.spawn();
         node
     }
@@ -122,7 +135,10 @@ impl Node {
             .arg("mount")
             .arg("-config")
             .arg(&self.config)
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))
             .stderr(log)
@@ -141,7 +157,10 @@ impl Node {
             }
             if let Some(c) = self.child.as_mut() {
                 if let Ok(Some(status)) = c.try_wait() {
-                    panic!("litefs exited with {status} before mounting:\n{}", self.log_text());
+                    panic!(
+                        "litefs exited with {status} before mounting:\n{}",
+                        self.log_text()
+                    );
                 }
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -200,7 +219,9 @@ impl Drop for Node {
 
 /// Whether `dir` is a mount point of a FUSE filesystem right now.
 pub fn is_mounted(dir: &Path) -> bool {
-    let Ok(canon) = dir.canonicalize() else { return false };
+    let Ok(canon) = dir.canonicalize() else {
+        return false;
+    };
     std::fs::read_to_string("/proc/self/mountinfo")
         .map(|m| {
             m.lines().any(|l| {
@@ -214,7 +235,11 @@ pub fn is_mounted(dir: &Path) -> bool {
 /// Lazily unmounts `dir` if something is mounted there.
 pub fn unmount(dir: &Path) {
     if is_mounted(dir) {
-        let _ = Command::new("fusermount3").arg("-u").arg("-z").arg(dir).status();
+        let _ = Command::new("fusermount3")
+            .arg("-u")
+            .arg("-z")
+            .arg(dir)
+            .status();
     }
 }
 

@@ -4,7 +4,9 @@
 //! checksum recomputed from the rebuilt pages matches every post-apply
 //! checksum.
 
-use litefs_ltx::{lock_pgno, page_checksum, parse_file_name, Checksum, Decoder, Pos, Txid, Version};
+use litefs_ltx::{
+    lock_pgno, page_checksum, parse_file_name, Checksum, Decoder, Pos, Txid, Version,
+};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -42,31 +44,64 @@ pub fn replay_dir(dir: &Path) -> Replayed {
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let h = *dec.header();
         if min != 1 {
-            assert_eq!(min, pos.txid.0 + 1, "{}: TXID gap after {}", path.display(), pos.txid);
-            assert_eq!(h.pre_apply_checksum, pos.post_apply_checksum, "{}: pre-apply checksum", path.display());
+            assert_eq!(
+                min,
+                pos.txid.0 + 1,
+                "{}: TXID gap after {}",
+                path.display(),
+                pos.txid
+            );
+            assert_eq!(
+                h.pre_apply_checksum,
+                pos.post_apply_checksum,
+                "{}: pre-apply checksum",
+                path.display()
+            );
         } else {
             // A snapshot replaces everything.
-            assert!(max > pos.txid.0 || pos.txid.0 == 0, "{}: snapshot goes backwards", path.display());
+            assert!(
+                max > pos.txid.0 || pos.txid.0 == 0,
+                "{}: snapshot goes backwards",
+                path.display()
+            );
             bytes.clear();
         }
         page_size = h.page_size;
         let ps = page_size as usize;
         let mut buf = vec![0u8; ps];
-        while let Some(p) = dec.next_page(&mut buf).unwrap_or_else(|e| panic!("{}: {e}", path.display())) {
+        while let Some(p) = dec
+            .next_page(&mut buf)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        {
             let off = (p.pgno as usize - 1) * ps;
             if bytes.len() < off + ps {
                 bytes.resize(off + ps, 0);
             }
             bytes[off..off + ps].copy_from_slice(&buf);
         }
-        let t = dec.finish().unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let t = dec
+            .finish()
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         bytes.resize(h.commit as usize * ps, 0);
         let ck = checksum(&bytes, page_size);
-        assert_eq!(ck, t.post_apply_checksum, "{}: rebuilt pages do not match the post-apply checksum", path.display());
-        pos = Pos { txid: Txid(max), post_apply_checksum: t.post_apply_checksum };
+        assert_eq!(
+            ck,
+            t.post_apply_checksum,
+            "{}: rebuilt pages do not match the post-apply checksum",
+            path.display()
+        );
+        pos = Pos {
+            txid: Txid(max),
+            post_apply_checksum: t.post_apply_checksum,
+        };
         n += 1;
     }
-    Replayed { bytes, pos, files: n, page_size }
+    Replayed {
+        bytes,
+        pos,
+        files: n,
+        page_size,
+    }
 }
 
 /// The rolling checksum of a whole database image.

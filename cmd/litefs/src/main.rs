@@ -1,5 +1,9 @@
 //! The `litefs` binary: parses the command line and wires the libraries.
 
+mod config;
+mod logging;
+mod mount;
+
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -13,6 +17,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Mount the filesystem and serve it until SIGINT or SIGTERM.
+    Mount(mount::MountArgs),
     /// Print the version.
     Version,
 }
@@ -23,6 +29,13 @@ const VERSION: &str = env!("CARGO_PKG_VERSION");
 fn main() -> ExitCode {
     let cli = Cli::parse_from(normalize_args(std::env::args_os()));
     match cli.command {
+        Command::Mount(args) => match mount::run(args) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("litefs: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Version => {
             println!("litefs-rs {VERSION} (LiteFS v0.5.14 compatible)");
             ExitCode::SUCCESS

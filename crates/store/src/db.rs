@@ -227,6 +227,51 @@ impl Db {
                 actual: st.checksum,
             });
         }
+        if st.pos.txid.0 > 1 && st.checksum != st.pos.post_apply_checksum {
+            // The newest LTX file may describe a transaction whose journal
+            // was rolled back above: the daemon stopped between writing the
+            // LTX file and performing the journal's deletion, so the client
+            // never saw it commit. Its pre-apply checksum then matches the
+            // database: set it aside and stand at the transaction before.
+            if let Some((path, _)) = self.newest_ltx()? {
+                let f = File::open(&path).ctx(&path)?;
+                let dec = litefs_ltx::Decoder::new(std::io::BufReader::new(f), Version::V1)
+                    .map_err(|source| StoreError::Decode {
+                        path: path.clone(),
+                        source,
+                    })?;
+                let h = *dec.header();
+                if !h.is_snapshot()
+                    && h.min_txid == h.max_txid
+                    && h.pre_apply_checksum == st.checksum
+                {
+                    let aside = path.with_extension("ltx.rolledback");
+                    std::fs::rename(&path, &aside).ctx(&path)?;
+                    tracing::warn!(db = %self.name, txid = %h.max_txid, "newest LTX file describes a transaction that was rolled back; set aside");
+                    st.pos = Pos {
+                        txid: Txid(h.min_txid.0 - 1),
+                        post_apply_checksum: h.pre_apply_checksum,
+                    };
+                }
+            }
+        }
+        if st.pos.txid.0 == 0 && st.commit > 0 && !wal_has_frames {
+            // A database placed in the data directory by hand (or whose LTX
+            // files were all lost): its first LTX file is a snapshot of it.
+            tracing::info!(db = %self.name, pages = st.commit, "database without LTX files; writing a snapshot");
+            let (ps, commit) = (st.page_size, st.commit);
+            let pages: Vec<(u32, Source)> = (1..=commit).map(|p| (p, Source::Db)).collect();
+            let db = open_read(&self.paths.database)?;
+            self.write_ltx(
+                &mut st,
+                ps,
+                commit,
+                &pages,
+                None,
+                db.as_ref(),
+                WalRange::default(),
+            )?;
+        }
         if st.pos.txid.0 > 0 && st.checksum != st.pos.post_apply_checksum && st.commit > 0 {
             // The files hold a committed state no LTX file describes (a
             // rollback-journal commit whose LTX file a power loss took). The

@@ -1,0 +1,174 @@
+//! `litefs mount`: load the config, recover the store, mount, serve until a
+//! signal, unmount.
+
+use crate::config::Config;
+use anyhow::{bail, Context};
+use litefs_store::{Store, StoreOptions};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Flags of `litefs mount` (LiteFS's, plus `-demo`).
+#[derive(Debug, clap::Args)]
+pub(crate) struct MountArgs {
+    /// Config file path (default: ./litefs.yml, ~/litefs.yml, /etc/litefs.yml).
+    #[arg(long = "config")]
+    config: Option<PathBuf>,
+    /// Do not expand environment variables in the config.
+    #[arg(long = "no-expand-env")]
+    no_expand_env: bool,
+    /// Leave the mount in place on exit (accepted for LiteFS compatibility).
+    #[arg(long = "skip-unmount")]
+    skip_unmount: bool,
+    /// Log every FUSE request.
+    #[arg(long = "fuse.debug")]
+    fuse_debug: bool,
+    /// Debug logging.
+    #[arg(long = "debug")]
+    debug: bool,
+    /// Accepted for LiteFS compatibility (trace log to stdout).
+    #[arg(long = "tracing")]
+    tracing: bool,
+    /// Run with the embedded default config: a static primary with its data
+    /// and mount under ./litefs-demo (no config file needed).
+    #[arg(long = "demo")]
+    demo: bool,
+    /// Command to run once mounted (overrides `exec`).
+    #[arg(last = true)]
+    cmd: Vec<String>,
+}
+
+pub(crate) fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
+    let config = if args.demo {
+        let base = std::env::current_dir()
+            .context("current directory")?
+            .join("litefs-demo");
+        Config::embedded_default(&base)
+    } else {
+        let path = crate::config::find_config(args.config.as_deref())?;
+        Config::load(&path, !args.no_expand_env)?
+    };
+    config.validate()?;
+    crate::logging::init(&config, args.debug || args.fuse_debug);
+    if !args.cmd.is_empty() {
+        tracing::warn!(cmd = ?args.cmd, "exec is not implemented yet; the command will not be run");
+    } else if let Some(first) = config.exec.0.first() {
+        tracing::warn!(cmd = %first.cmd, if_candidate = first.if_candidate, "exec is not implemented yet; the command will not be run");
+    }
+
+    let data = &config.data.dir;
+    std::fs::create_dir_all(data).with_context(|| format!("create data.dir {}", data.display()))?;
+    clear_stale_mount(&config.fuse.dir)?;
+    std::fs::create_dir_all(&config.fuse.dir)
+        .with_context(|| format!("create fuse.dir {}", config.fuse.dir.display()))?;
+
+    let opts = StoreOptions {
+        compress: config.data.compress,
+        node_id: node_id(),
+    };
+    let started = std::time::Instant::now();
+    let store = Arc::new(
+        Store::open(data, opts).with_context(|| format!("open data.dir {}", data.display()))?,
+    );
+    tracing::info!(
+        dbs = store.dbs().len(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "store recovered"
+    );
+
+    let mount_opts = litefs_fuse::MountOptions {
+        allow_other: config.fuse.allow_other,
+        ..Default::default()
+    };
+    let mounted = litefs_fuse::mount(store.clone(), &config.fuse.dir, &mount_opts)
+        .with_context(|| format!("mount {}", config.fuse.dir.display()))?;
+    tracing::info!(dir = %config.fuse.dir.display(), "mounted; this node is the primary (static lease)");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let retention = spawn_retention(
+        store.clone(),
+        config.data.retention,
+        config.data.retention_monitor_interval,
+        stop.clone(),
+    );
+
+    wait_for_signal()?;
+    tracing::info!("signal received, unmounting");
+    stop.store(true, Ordering::Relaxed);
+    if args.skip_unmount {
+        std::mem::forget(mounted);
+    } else {
+        mounted.unmount().context("unmount")?;
+    }
+    let _ = retention.join();
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A random node ID per start, as LiteFS does.
+fn node_id() -> u64 {
+    let mut b = [0u8; 8];
+    if getrandom::fill(&mut b).is_err() {
+        return std::process::id() as u64;
+    }
+    u64::from_ne_bytes(b)
+}
+
+/// A FUSE mount whose daemon died leaves the directory answering ENOTCONN;
+/// detach it so we can mount again, or say exactly how to.
+fn clear_stale_mount(dir: &Path) -> anyhow::Result<()> {
+    match std::fs::metadata(dir) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+            tracing::warn!(dir = %dir.display(), "stale mount from a previous run; detaching it");
+            let ok = std::process::Command::new("fusermount3")
+                .arg("-u")
+                .arg("-z")
+                .arg(dir)
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            if !ok {
+                bail!("fuse.dir {} is a stale mount; run `fusermount3 -u -z {}` (or `umount -l`) and start again", dir.display(), dir.display());
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+fn wait_for_signal() -> anyhow::Result<()> {
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ])
+    .context("install signal handlers")?;
+    let _ = signals.forever().next();
+    Ok(())
+}
+
+fn spawn_retention(
+    store: Arc<Store>,
+    retention: Duration,
+    every: Duration,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let every = every.max(Duration::from_millis(100));
+        let mut next = std::time::Instant::now() + every;
+        while !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(100));
+            if std::time::Instant::now() < next {
+                continue;
+            }
+            next = std::time::Instant::now() + every;
+            for db in store.dbs() {
+                match db.enforce_retention(retention) {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(db = db.name(), removed = n, "retention"),
+                    Err(e) => tracing::error!(db = db.name(), error = %e, "retention failed"),
+                }
+            }
+        }
+    })
+}
