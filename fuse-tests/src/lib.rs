@@ -57,10 +57,11 @@ pub fn fuse_available() -> bool {
 pub fn litefs_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        if let Some(p) = std::env::var_os("LITEFS_BIN") {
-            return PathBuf::from(p);
-        }
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        if let Some(p) = std::env::var_os("LITEFS_BIN") {
+            // Relative to the workspace root, not to this package.
+            return root.join(PathBuf::from(p));
+        }
         let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
             .args(["build", "-q", "-p", "litefs", "--bin", "litefs"])
             .current_dir(&root)

@@ -17,7 +17,7 @@ fn check_chain(node: &Node, db: &str) {
     // Fold the WAL into the database so the file alone is the state.
     let _ = sqlite3(&path, "PRAGMA wal_checkpoint(TRUNCATE);");
     let bytes = std::fs::read(&path).expect("read db through the mount");
-    let r = replay_dir(&node.ltx_dir(db));
+    let r = replay_dir(&node.ltx_dir(&db.replace('/', "%2F")));
     assert_eq!(r.bytes.len(), bytes.len(), "{db}: replayed size");
     if r.bytes != bytes {
         let ps = r.page_size as usize;
@@ -241,4 +241,51 @@ fn concurrent_writers_and_readers_in_wal_mode() {
         .expect("rows");
     assert_eq!(rows, writes, "every committed write is there");
     check_chain(&node, "conc.db");
+}
+
+/// Databases in subdirectories of the mount (LiteFS has a flat namespace).
+#[test]
+fn databases_in_subdirectories() {
+    if !fuse_available() {
+        return;
+    }
+    let mut node = Node::start("");
+    std::fs::create_dir(node.path("tenants")).expect("mkdir tenants");
+    std::fs::create_dir(node.path("tenants/eu")).expect("mkdir tenants/eu");
+    assert!(
+        std::fs::create_dir(node.path("tenants")).is_err(),
+        "mkdir twice"
+    );
+    workload(&node.path("tenants/42.db"), "wal");
+    workload(&node.path("tenants/eu/7.db"), "delete");
+    check_chain(&node, "tenants/42.db");
+    check_chain(&node, "tenants/eu/7.db");
+    let mut names: Vec<String> = std::fs::read_dir(node.path("tenants"))
+        .expect("readdir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert!(
+        names.contains(&"42.db".to_owned()) && names.contains(&"eu".to_owned()),
+        "{names:?}"
+    );
+    // A database cannot be created in a directory that does not exist.
+    assert!(
+        !sqlite3_output(&node.path("nowhere/x.db"), "CREATE TABLE t(x);")
+            .status
+            .success()
+    );
+    // Non-empty directories stay; empty ones go.
+    assert!(std::fs::remove_dir(node.path("tenants/eu")).is_err());
+    std::fs::remove_file(node.path("tenants/eu/7.db")).expect("drop");
+    std::fs::remove_dir(node.path("tenants/eu")).expect("rmdir empty");
+    // Everything survives a restart.
+    node.stop();
+    node.spawn();
+    assert!(!node.path("tenants/eu").exists());
+    assert_eq!(
+        sqlite3(&node.path("tenants/42.db"), "PRAGMA integrity_check;").trim(),
+        "ok"
+    );
+    check_chain(&node, "tenants/42.db");
 }

@@ -382,12 +382,19 @@ impl Config {
                     what = rest.to_owned();
                 }
             }
-            let what = if key.is_empty() || key == "." { what } else { format!("{key}: {what}") };
+            let what = if key.is_empty() || key == "." {
+                what
+            } else {
+                format!("{key}: {what}")
+            };
             let message = match inner.location() {
                 Some(l) => format!("line {}: {what}", l.line()),
                 None => what,
             };
-            ConfigError::Parse { path: path.to_path_buf(), message }
+            ConfigError::Parse {
+                path: path.to_path_buf(),
+                message,
+            }
         })
     }
 

@@ -8,13 +8,23 @@ use std::process::Command;
 fn mount_with(config: &str) -> (bool, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("litefs.yml");
-    std::fs::write(&path, config.replace("$TMP", &dir.path().display().to_string())).unwrap();
+    std::fs::write(
+        &path,
+        config.replace("$TMP", &dir.path().display().to_string()),
+    )
+    .unwrap();
     run(&["mount", "-config", path.to_str().unwrap()])
 }
 
 fn run(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_litefs")).args(args).output().expect("run litefs");
-    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    let out = Command::new(env!("CARGO_BIN_EXE_litefs"))
+        .args(args)
+        .output()
+        .expect("run litefs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 fn assert_one_line_error(ok: bool, stderr: &str, needles: &[&str]) {
@@ -48,7 +58,8 @@ fn missing_config_file_is_named() {
 
 #[test]
 fn mount_dir_equal_to_data_dir_is_refused() {
-    let (ok, err) = mount_with("fuse:\n  dir: $TMP/x\ndata:\n  dir: $TMP/x/\nlease:\n  type: static\n");
+    let (ok, err) =
+        mount_with("fuse:\n  dir: $TMP/x\ndata:\n  dir: $TMP/x/\nlease:\n  type: static\n");
     assert_one_line_error(ok, &err, &["fuse.dir", "data.dir"]);
 }
 
@@ -63,7 +74,11 @@ fn uncreatable_directory_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("plain-file");
     std::fs::write(&file, b"x").unwrap();
-    let cfg = format!("fuse:\n  dir: {}/mnt\ndata:\n  dir: {}/data\nlease:\n  type: static\n", dir.path().display(), file.display());
+    let cfg = format!(
+        "fuse:\n  dir: {}/mnt\ndata:\n  dir: {}/data\nlease:\n  type: static\n",
+        dir.path().display(),
+        file.display()
+    );
     let path = dir.path().join("litefs.yml");
     std::fs::write(&path, cfg).unwrap();
     let (ok, err) = run(&["mount", "-config", path.to_str().unwrap()]);
@@ -75,7 +90,10 @@ fn uncreatable_directory_is_named() {
 fn version_and_help() {
     let (ok, _) = run(&["version"]);
     assert!(ok);
-    let out = Command::new(env!("CARGO_BIN_EXE_litefs")).arg("--help").output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_litefs"))
+        .arg("--help")
+        .output()
+        .unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("mount"));
 }

@@ -1,7 +1,7 @@
 //! The `fuser::Filesystem` implementation: thin adapters over helpers that
 //! return `Result<_, Errno>`.
 
-use crate::names::{parse, Kind, KINDS};
+use crate::names::{join, parse, Kind, KINDS};
 use fuser::{
     BackgroundSession, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
     INodeNo, LockOwner, MountOption, OpenFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
@@ -195,7 +195,8 @@ impl LiteFs {
         DB_BASE + self.id_of(name) * KIND_SLOTS + kind as u64
     }
 
-    fn resolve(&self, ino: u64) -> Result<(Arc<Db>, Kind), Errno> {
+    /// The name (database or directory path) and kind behind an inode.
+    fn name_of(&self, ino: u64) -> Result<(String, Kind), Errno> {
         if ino < DB_BASE {
             return Err(Errno::ENOENT);
         }
@@ -207,8 +208,37 @@ impl LiteFs {
             .ok()
             .and_then(|i| i.names.get(id as usize).cloned())
             .ok_or(Errno::ENOENT)?;
+        Ok((name, kind))
+    }
+
+    fn resolve(&self, ino: u64) -> Result<(Arc<Db>, Kind), Errno> {
+        let (name, kind) = self.name_of(ino)?;
+        if kind == Kind::Dir {
+            return Err(Errno::EISDIR);
+        }
         let db = self.store.db(&name).ok_or(Errno::ENOENT)?;
         Ok((db, kind))
+    }
+
+    /// The path of a directory inode (`""` for the root).
+    fn dir_path(&self, ino: u64) -> Result<String, Errno> {
+        if ino == ROOT {
+            return Ok(String::new());
+        }
+        match self.name_of(ino)? {
+            (path, Kind::Dir) if self.store.dir_exists(&path) => Ok(path),
+            (_, Kind::Dir) => Err(Errno::ENOENT),
+            _ => Err(Errno::ENOTDIR),
+        }
+    }
+
+    /// The full path of `name` inside directory `parent`.
+    fn child(&self, parent: u64, name: &OsStr) -> Result<String, Errno> {
+        let name = name.to_str().ok_or(Errno::ENOENT)?;
+        if name.contains('/') {
+            return Err(Errno::EINVAL);
+        }
+        Ok(join(&self.dir_path(parent)?, name))
     }
 
     fn backing(db: &Db, kind: Kind) -> Option<PathBuf> {
@@ -218,7 +248,7 @@ impl LiteFs {
             Kind::Journal => Some(p.journal.clone()),
             Kind::Wal => Some(p.wal.clone()),
             Kind::Shm => Some(p.shm.clone()),
-            Kind::Pos | Kind::Lock => None,
+            Kind::Pos | Kind::Lock | Kind::Dir => None,
         }
     }
 
@@ -242,12 +272,12 @@ impl LiteFs {
         }
     }
 
-    fn dir_attr(&self) -> FileAttr {
+    fn dir_attr(&self, ino: u64) -> FileAttr {
         FileAttr {
             kind: FileType::Directory,
             perm: 0o777,
             nlink: 2,
-            ..self.file_attr(ROOT, 0, UNIX_EPOCH, 0o777)
+            ..self.file_attr(ino, 0, UNIX_EPOCH, 0o777)
         }
     }
 
@@ -260,6 +290,7 @@ impl LiteFs {
                 Ok(self.file_attr(ino, db.pos_file().len() as u64, mtime, 0o444))
             }
             Kind::Lock => Ok(self.file_attr(ino, 0, UNIX_EPOCH, 0o666)),
+            Kind::Dir => Ok(self.dir_attr(ino)),
             _ => {
                 let path = Self::backing(db, kind).ok_or(Errno::ENOENT)?;
                 let md = std::fs::metadata(&path).map_err(|e| errno(&e))?;
@@ -273,12 +304,15 @@ impl LiteFs {
         }
     }
 
-    fn lookup_name(&self, name: &OsStr) -> Result<FileAttr, Errno> {
-        if name == ".lag" {
+    fn lookup_child(&self, parent: u64, name: &OsStr) -> Result<FileAttr, Errno> {
+        if parent == ROOT && name == ".lag" {
             return Ok(self.file_attr(LAG, LAG_CONTENT.len() as u64, UNIX_EPOCH, 0o444));
         }
-        let name = name.to_str().ok_or(Errno::ENOENT)?;
-        let (dbname, kind) = parse(name);
+        let path = self.child(parent, name)?;
+        if self.store.dir_exists(&path) {
+            return Ok(self.dir_attr(self.ino(&path, Kind::Dir)));
+        }
+        let (dbname, kind) = parse(&path);
         let db = self.store.db(dbname).ok_or(Errno::ENOENT)?;
         if matches!(kind, Kind::Pos | Kind::Lock) && !db.paths().database.exists() {
             return Err(Errno::ENOENT);
@@ -380,13 +414,16 @@ impl LiteFs {
         Ok(())
     }
 
-    fn do_unlink(&self, name: &OsStr) -> Result<(), Errno> {
-        let name = name.to_str().ok_or(Errno::ENOENT)?;
-        let (dbname, kind) = parse(name);
+    fn do_unlink(&self, parent: u64, name: &OsStr) -> Result<(), Errno> {
+        let path = self.child(parent, name)?;
+        if self.store.dir_exists(&path) {
+            return Err(Errno::EISDIR);
+        }
+        let (dbname, kind) = parse(&path);
         let db = self.store.db(dbname).ok_or(Errno::ENOENT)?;
         self.dir_changed(&db);
         match kind {
-            Kind::Pos | Kind::Lock => Err(Errno::EPERM),
+            Kind::Pos | Kind::Lock | Kind::Dir => Err(Errno::EPERM),
             Kind::Database => db.drop_files().map_err(|e| store_errno(dbname, "drop", e)),
             Kind::Journal => {
                 db.journal_finalizing()
@@ -402,10 +439,13 @@ impl LiteFs {
         }
     }
 
-    fn do_create(&self, name: &OsStr, flags: i32) -> Result<(FileAttr, u64), Errno> {
-        let name = name.to_str().ok_or(Errno::EINVAL)?;
-        let (dbname, kind) = parse(name);
-        if matches!(kind, Kind::Pos | Kind::Lock) {
+    fn do_create(&self, parent: u64, name: &OsStr, flags: i32) -> Result<(FileAttr, u64), Errno> {
+        let path = self.child(parent, name)?;
+        if self.store.dir_exists(&path) {
+            return Err(Errno::EISDIR);
+        }
+        let (dbname, kind) = parse(&path);
+        if matches!(kind, Kind::Pos | Kind::Lock | Kind::Dir) {
             return Err(Errno::EPERM);
         }
         let db = match kind {
@@ -423,32 +463,73 @@ impl LiteFs {
         Ok((attr, fh))
     }
 
-    fn readdir_entries(&self) -> Vec<(u64, FileType, String)> {
+    fn readdir_entries(&self, ino: u64) -> Result<Vec<(u64, FileType, String)>, Errno> {
+        let path = self.dir_path(ino)?;
         let mut out = vec![
-            (ROOT, FileType::Directory, ".".to_owned()),
+            (ino, FileType::Directory, ".".to_owned()),
             (ROOT, FileType::Directory, "..".to_owned()),
-            (LAG, FileType::RegularFile, ".lag".to_owned()),
         ];
-        for db in self.store.dbs() {
+        if ino == ROOT {
+            out.push((LAG, FileType::RegularFile, ".lag".to_owned()));
+        }
+        let listing = self.store.list(&path);
+        for d in listing.dirs {
+            out.push((
+                self.ino(&join(&path, &d), Kind::Dir),
+                FileType::Directory,
+                d,
+            ));
+        }
+        for db in listing.dbs {
             if !db.paths().database.exists() {
                 continue;
             }
+            let base = db.name().rsplit('/').next().unwrap_or(db.name()).to_owned();
             for kind in KINDS {
                 let present = match kind {
                     Kind::Database | Kind::Pos => true,
-                    Kind::Lock => false,
+                    Kind::Lock | Kind::Dir => false,
                     _ => Self::backing(&db, kind).is_some_and(|p| p.exists()),
                 };
                 if present {
                     out.push((
                         self.ino(db.name(), kind),
                         FileType::RegularFile,
-                        format!("{}{}", db.name(), kind.suffix()),
+                        format!("{base}{}", kind.suffix()),
                     ));
                 }
             }
         }
-        out
+        Ok(out)
+    }
+
+    fn do_mkdir(&self, parent: u64, name: &OsStr) -> Result<FileAttr, Errno> {
+        let path = self.child(parent, name)?;
+        if self
+            .store
+            .db(&path)
+            .is_some_and(|d| d.paths().database.exists())
+        {
+            return Err(Errno::EEXIST);
+        }
+        self.store
+            .mkdir(&path)
+            .map_err(|e| store_errno(&path, "mkdir", e))?;
+        Ok(self.dir_attr(self.ino(&path, Kind::Dir)))
+    }
+
+    fn do_rmdir(&self, parent: u64, name: &OsStr) -> Result<(), Errno> {
+        let path = self.child(parent, name)?;
+        if !self.store.dir_exists(&path) {
+            return Err(if self.store.db(&path).is_some() {
+                Errno::ENOTDIR
+            } else {
+                Errno::ENOENT
+            });
+        }
+        self.store
+            .rmdir(&path)
+            .map_err(|e| store_errno(&path, "rmdir", e))
     }
 }
 
@@ -457,10 +538,7 @@ const LAG_CONTENT: &str = "+000000000\n";
 
 impl Filesystem for LiteFs {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        if parent.0 != ROOT {
-            return reply.error(Errno::ENOENT);
-        }
-        match self.lookup_name(name) {
+        match self.lookup_child(parent.0, name) {
             Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
             Err(e) => reply.error(e),
         }
@@ -468,14 +546,40 @@ impl Filesystem for LiteFs {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let r = match ino.0 {
-            ROOT => Ok(self.dir_attr()),
+            ROOT => Ok(self.dir_attr(ROOT)),
             LAG => Ok(self.file_attr(LAG, LAG_CONTENT.len() as u64, UNIX_EPOCH, 0o444)),
-            _ => self
-                .resolve(ino.0)
-                .and_then(|(db, kind)| self.attr_of(&db, kind)),
+            _ => match self.name_of(ino.0) {
+                Ok((path, Kind::Dir)) if self.store.dir_exists(&path) => Ok(self.dir_attr(ino.0)),
+                Ok((_, Kind::Dir)) => Err(Errno::ENOENT),
+                _ => self
+                    .resolve(ino.0)
+                    .and_then(|(db, kind)| self.attr_of(&db, kind)),
+            },
         };
         match r {
             Ok(a) => reply.attr(&TTL, &a),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn mkdir(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        match self.do_mkdir(parent.0, name) {
+            Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match self.do_rmdir(parent.0, name) {
+            Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
     }
@@ -511,10 +615,7 @@ impl Filesystem for LiteFs {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        if parent.0 != ROOT {
-            return reply.error(Errno::ENOENT);
-        }
-        match self.do_unlink(name) {
+        match self.do_unlink(parent.0, name) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
@@ -544,10 +645,7 @@ impl Filesystem for LiteFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        if parent.0 != ROOT {
-            return reply.error(Errno::ENOENT);
-        }
-        match self.do_create(name, flags) {
+        match self.do_create(parent.0, name, flags) {
             Ok((attr, fh)) => reply.created(
                 &TTL,
                 &attr,
@@ -668,10 +766,9 @@ impl Filesystem for LiteFs {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        if ino.0 == ROOT {
-            reply.opened(FileHandle(0), FopenFlags::empty());
-        } else {
-            reply.error(Errno::ENOTDIR);
+        match self.dir_path(ino.0) {
+            Ok(_) => reply.opened(FileHandle(0), FopenFlags::empty()),
+            Err(e) => reply.error(e),
         }
     }
 
@@ -683,15 +780,11 @@ impl Filesystem for LiteFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        if ino.0 != ROOT {
-            return reply.error(Errno::ENOTDIR);
-        }
-        for (i, (ino, kind, name)) in self
-            .readdir_entries()
-            .into_iter()
-            .enumerate()
-            .skip(offset as usize)
-        {
+        let entries = match self.readdir_entries(ino.0) {
+            Ok(e) => e,
+            Err(e) => return reply.error(e),
+        };
+        for (i, (ino, kind, name)) in entries.into_iter().enumerate().skip(offset as usize) {
             if reply.add(INodeNo(ino), (i + 1) as u64, kind, name) {
                 break;
             }

@@ -9,6 +9,8 @@ pub(crate) enum Kind {
     Shm = 3,
     Pos = 4,
     Lock = 5,
+    /// A directory of the mount (the "database name" is its path).
+    Dir = 6,
 }
 
 pub(crate) const KINDS: [Kind; 6] = [
@@ -29,15 +31,28 @@ impl Kind {
             Kind::Shm => "-shm",
             Kind::Pos => "-pos",
             Kind::Lock => "-lock",
+            Kind::Dir => "",
         }
     }
 
     pub(crate) fn from_index(i: u64) -> Option<Kind> {
+        if i == Kind::Dir as u64 {
+            return Some(Kind::Dir);
+        }
         KINDS.get(i as usize).copied()
     }
 }
 
-/// Splits a mount name into the database name and the file kind.
+/// Joins a directory path (`""` for the root) and an entry name.
+pub(crate) fn join(dir: &str, name: &str) -> String {
+    if dir.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
+/// Splits a mount path into the database name and the file kind.
 pub(crate) fn parse(name: &str) -> (&str, Kind) {
     for k in [Kind::Journal, Kind::Wal, Kind::Shm, Kind::Pos, Kind::Lock] {
         if let Some(db) = name.strip_suffix(k.suffix()) {

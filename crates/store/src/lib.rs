@@ -21,5 +21,5 @@ mod store;
 
 pub use db::{Db, DbPaths};
 pub use error::StoreError;
-pub use names::validate_db_name;
-pub use store::{Store, StoreOptions};
+pub use names::{parent_of, validate_db_name};
+pub use store::{Listing, Store, StoreOptions};

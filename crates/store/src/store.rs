@@ -1,9 +1,10 @@
-//! The set of databases under one data directory.
+//! The set of databases (and directories of the mount) under one data
+//! directory.
 
 use crate::db::{Db, DbPaths};
 use crate::error::{IoContext, StoreError};
-use crate::names::validate_db_name;
-use std::collections::BTreeMap;
+use crate::names::{decode, encode, parent_of, validate_db_name, SLASH};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
@@ -30,7 +31,14 @@ impl Default for StoreOptions {
 pub struct Store {
     dbs_dir: PathBuf,
     opts: StoreOptions,
-    dbs: RwLock<BTreeMap<String, Arc<Db>>>,
+    inner: RwLock<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    dbs: BTreeMap<String, Arc<Db>>,
+    /// Directories of the mount other than the root.
+    dirs: BTreeSet<String>,
 }
 
 impl std::fmt::Debug for Store {
@@ -41,6 +49,15 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// The entries of one directory of the mount.
+#[derive(Debug, Default)]
+pub struct Listing {
+    /// Subdirectory names (last component only).
+    pub dirs: Vec<String>,
+    /// Databases directly in it.
+    pub dbs: Vec<Arc<Db>>,
+}
+
 impl Store {
     /// Opens the data directory, creating it if needed, and recovers every
     /// database in it. Any database that cannot be brought to a consistent
@@ -48,52 +65,176 @@ impl Store {
     pub fn open(data_dir: &Path, opts: StoreOptions) -> Result<Store, StoreError> {
         let dbs_dir = data_dir.join("dbs");
         std::fs::create_dir_all(&dbs_dir).ctx(&dbs_dir)?;
-        let mut dbs = BTreeMap::new();
+        let mut inner = Inner::default();
         for entry in std::fs::read_dir(&dbs_dir).ctx(&dbs_dir)? {
             let entry = entry.ctx(&dbs_dir)?;
-            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
-                tracing::warn!(path = %entry.path().display(), "skipping non-UTF-8 database directory");
+            let Some(raw) = entry.file_name().to_str().map(str::to_owned) else {
+                tracing::warn!(path = %entry.path().display(), "skipping non-UTF-8 entry in dbs/");
                 continue;
             };
-            if validate_db_name(&name).is_err() || !entry.path().is_dir() {
-                tracing::warn!(path = %entry.path().display(), "skipping unexpected entry in dbs/");
+            if !entry.path().is_dir() {
+                tracing::warn!(path = %entry.path().display(), "skipping unexpected file in dbs/");
+                continue;
+            }
+            if let Some(dir) = raw.strip_suffix(SLASH) {
+                let dir = decode(dir);
+                if validate_db_name(&dir).is_ok() {
+                    inner.dirs.insert(dir);
+                    continue;
+                }
+            }
+            let name = decode(&raw);
+            if validate_db_name(&name).is_err() {
+                tracing::warn!(path = %entry.path().display(), "skipping entry in dbs/ that is not a valid name");
                 continue;
             }
             let db = Db::open(name.clone(), DbPaths::new(entry.path()), opts)?;
-            dbs.insert(name, Arc::new(db));
+            inner.dbs.insert(name, Arc::new(db));
+        }
+        // A live database's directories exist even if their markers were lost.
+        let parents: Vec<String> = inner
+            .dbs
+            .iter()
+            .filter(|(_, d)| d.paths().database.exists())
+            .map(|(n, _)| parent_of(n).to_owned())
+            .collect();
+        for p in parents {
+            let mut p = p.as_str();
+            while !p.is_empty() {
+                inner.dirs.insert(p.to_owned());
+                p = parent_of(p);
+            }
         }
         Ok(Store {
             dbs_dir,
             opts,
-            dbs: RwLock::new(dbs),
+            inner: RwLock::new(inner),
         })
+    }
+
+    fn read(&self) -> Result<std::sync::RwLockReadGuard<'_, Inner>, StoreError> {
+        self.inner.read().map_err(|_| poisoned(&self.dbs_dir))
+    }
+
+    fn write(&self) -> Result<std::sync::RwLockWriteGuard<'_, Inner>, StoreError> {
+        self.inner.write().map_err(|_| poisoned(&self.dbs_dir))
     }
 
     /// The database called `name`, if it exists.
     pub fn db(&self, name: &str) -> Option<Arc<Db>> {
-        self.dbs.read().ok()?.get(name).cloned()
+        self.read().ok()?.dbs.get(name).cloned()
     }
 
     /// Every database, by name.
     pub fn dbs(&self) -> Vec<Arc<Db>> {
-        self.dbs
-            .read()
-            .map(|m| m.values().cloned().collect())
+        self.read()
+            .map(|i| i.dbs.values().cloned().collect())
             .unwrap_or_default()
     }
 
-    /// Returns the database `name`, creating its directory if it is new.
+    /// Whether `path` is a directory of the mount (`""` is the root).
+    pub fn dir_exists(&self, path: &str) -> bool {
+        path.is_empty() || self.read().is_ok_and(|i| i.dirs.contains(path))
+    }
+
+    /// What the directory `path` holds.
+    pub fn list(&self, path: &str) -> Listing {
+        let Ok(i) = self.read() else {
+            return Listing::default();
+        };
+        Listing {
+            dirs: i
+                .dirs
+                .iter()
+                .filter(|d| parent_of(d) == path)
+                .map(|d| d.rsplit('/').next().unwrap_or(d).to_owned())
+                .collect(),
+            dbs: i
+                .dbs
+                .iter()
+                .filter(|(n, _)| parent_of(n) == path)
+                .map(|(_, d)| d.clone())
+                .collect(),
+        }
+    }
+
+    /// Returns the database `name`, creating its directory if it is new. Its
+    /// parent directory must exist.
     pub fn create_db(&self, name: &str) -> Result<Arc<Db>, StoreError> {
         validate_db_name(name)?;
-        let mut dbs = self.dbs.write().map_err(|_| poisoned(&self.dbs_dir))?;
-        if let Some(db) = dbs.get(name) {
+        let mut inner = self.write()?;
+        if let Some(db) = inner.dbs.get(name) {
             return Ok(db.clone());
         }
-        let dir = self.dbs_dir.join(name);
+        let parent = parent_of(name);
+        if !parent.is_empty() && !inner.dirs.contains(parent) {
+            return Err(not_found(&self.dbs_dir.join(encode(parent))));
+        }
+        if inner.dirs.contains(name) {
+            return Err(StoreError::InvalidName {
+                name: name.to_owned(),
+                reason: "is a directory",
+            });
+        }
+        let dir = self.dbs_dir.join(encode(name));
         std::fs::create_dir_all(&dir).ctx(&dir)?;
         let db = Arc::new(Db::open(name.to_owned(), DbPaths::new(dir), self.opts)?);
-        dbs.insert(name.to_owned(), db.clone());
+        inner.dbs.insert(name.to_owned(), db.clone());
         Ok(db)
+    }
+
+    /// Creates the directory `path` of the mount; its parent must exist.
+    pub fn mkdir(&self, path: &str) -> Result<(), StoreError> {
+        validate_db_name(path)?;
+        let mut inner = self.write()?;
+        let parent = parent_of(path);
+        if !parent.is_empty() && !inner.dirs.contains(parent) {
+            return Err(not_found(&self.dbs_dir.join(encode(parent))));
+        }
+        if inner.dirs.contains(path) || inner.dbs.contains_key(path) {
+            return Err(StoreError::Io {
+                path: self.dbs_dir.join(encode(path)),
+                source: std::io::Error::from(std::io::ErrorKind::AlreadyExists),
+            });
+        }
+        let marker = self.dbs_dir.join(format!("{}{SLASH}", encode(path)));
+        std::fs::create_dir_all(&marker).ctx(&marker)?;
+        inner.dirs.insert(path.to_owned());
+        Ok(())
+    }
+
+    /// Removes the empty directory `path` of the mount.
+    pub fn rmdir(&self, path: &str) -> Result<(), StoreError> {
+        let mut inner = self.write()?;
+        let marker = self.dbs_dir.join(format!("{}{SLASH}", encode(path)));
+        if !inner.dirs.contains(path) {
+            return Err(not_found(&marker));
+        }
+        let prefix = format!("{path}/");
+        let live_db = inner
+            .dbs
+            .iter()
+            .any(|(n, d)| n.starts_with(&prefix) && d.paths().database.exists());
+        if live_db || inner.dirs.iter().any(|d| d.starts_with(&prefix)) {
+            return Err(StoreError::Io {
+                path: marker,
+                source: std::io::Error::from_raw_os_error(39),
+            });
+        }
+        match std::fs::remove_dir(&marker) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).ctx(&marker),
+        }
+        inner.dirs.remove(path);
+        Ok(())
+    }
+}
+
+fn not_found(path: &Path) -> StoreError {
+    StoreError::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::from(std::io::ErrorKind::NotFound),
     }
 }
 
