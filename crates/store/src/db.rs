@@ -87,6 +87,8 @@ struct State {
     /// Whether the rollback journal currently holds a transaction (its
     /// header carries the magic).
     journal_hot: bool,
+    /// The WAL, kept open between writes (dropped when the WAL is removed).
+    wal_file: Option<File>,
 }
 
 /// One database. All capture for it is serialised by one mutex; SQLite's
@@ -136,6 +138,7 @@ impl Db {
                 wal: None,
                 dirty: Default::default(),
                 journal_hot: false,
+                wal_file: None,
             }),
         };
         db.recover()?;
@@ -501,7 +504,22 @@ impl Db {
     /// before its LTX file exists.
     pub fn wal_written(&self, offset: u64, len: usize) -> Result<(), StoreError> {
         let mut st = self.lock()?;
-        let w = File::open(&self.paths.wal).ctx(&self.paths.wal)?;
+        let w = match st.wal_file.take() {
+            Some(w) => w,
+            None => File::open(&self.paths.wal).ctx(&self.paths.wal)?,
+        };
+        let r = self.wal_written_locked(&mut st, &w, offset, len);
+        st.wal_file = Some(w);
+        r
+    }
+
+    fn wal_written_locked(
+        &self,
+        st: &mut State,
+        w: &File,
+        offset: u64,
+        len: usize,
+    ) -> Result<(), StoreError> {
         if offset < WAL_HEADER_SIZE as u64 {
             let mut hb = [0u8; WAL_HEADER_SIZE];
             if w.read_exact_at(&mut hb, 0).is_ok() {
@@ -531,11 +549,13 @@ impl Db {
             Ok(h) if h.commit != 0 => {}
             _ => return Ok(()),
         }
+        // Nothing past this frame can belong to a transaction it commits.
+        let limit = start + frame;
         let txns =
-            scan_wal(&w, &cur.header, cur.offset, cur.checksum, None).ctx(&self.paths.wal)?;
+            scan_wal(w, &cur.header, cur.offset, cur.checksum, Some(limit)).ctx(&self.paths.wal)?;
         st.dirty.clear();
         for txn in txns {
-            self.capture_wal_txn(&mut st, &w, &cur.header, &txn)?;
+            self.capture_wal_txn(st, w, &cur.header, &txn)?;
             if let Some(c) = st.wal.as_mut() {
                 c.offset = txn.end;
                 c.checksum = txn.checksum;
@@ -547,7 +567,9 @@ impl Db {
     /// Called when the WAL file is removed or truncated to zero: capture has
     /// nothing left to read in it.
     pub fn wal_reset(&self) -> Result<(), StoreError> {
-        self.lock()?.wal = None;
+        let mut st = self.lock()?;
+        st.wal = None;
+        st.wal_file = None;
         Ok(())
     }
 
@@ -784,6 +806,7 @@ impl Db {
             self.write_ltx(&mut st, ps, 0, &[], None, None, WalRange::default())?;
         }
         st.wal = None;
+        st.wal_file = None;
         for p in [
             &self.paths.database,
             &self.paths.journal,
@@ -850,6 +873,7 @@ impl Db {
             wal: None,
             dirty: Default::default(),
             journal_hot: false,
+            wal_file: None,
         };
         drop(st);
         self.load_checksums(&mut fresh)?;
