@@ -148,7 +148,7 @@ fn non_sqlite_file_named_like_a_database() {
     if !fuse_available() {
         return;
     }
-    let node = Node::start("");
+    let mut node = Node::start("");
     let path = node.path("notes.db");
     std::fs::write(&path, b"hello, not a database\n").expect("write plain file");
     assert_eq!(
@@ -158,8 +158,15 @@ fn non_sqlite_file_named_like_a_database() {
     let out = sqlite3_output(&path, "SELECT * FROM sqlite_master;");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a database"));
-    // The daemon is still serving.
+    // Writing past the first pages works: it is a plain file, not refused.
+    let big = vec![b'z'; 64 * 1024];
+    std::fs::write(&path, &big).expect("rewrite plain file");
+    assert_eq!(std::fs::read(&path).expect("read back"), big);
+    // The daemon is still serving, and restarts with the plain file in place.
     sqlite3(&node.path("ok.db"), "CREATE TABLE t(x);");
+    node.stop();
+    node.spawn();
+    assert_eq!(std::fs::read(&path).expect("read after restart"), big);
 }
 
 fn py_script(name: &str) -> std::path::PathBuf {

@@ -45,12 +45,14 @@ pub(crate) fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
         let base = std::env::current_dir()
             .context("current directory")?
             .join("litefs-demo");
+        std::fs::create_dir_all(&base).with_context(|| format!("create {}", base.display()))?;
         Config::embedded_default(&base)
     } else {
         let path = crate::config::find_config(args.config.as_deref())?;
         Config::load(&path, !args.no_expand_env)?
     };
     config.validate()?;
+    config.check_dirs()?;
     crate::logging::init(&config, args.debug || args.fuse_debug);
     if !args.cmd.is_empty() {
         tracing::warn!(cmd = ?args.cmd, "exec is not implemented yet; the command will not be run");
@@ -84,7 +86,12 @@ pub(crate) fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
     };
     let mounted = litefs_fuse::mount(store.clone(), &config.fuse.dir, &mount_opts)
         .with_context(|| format!("mount {}", config.fuse.dir.display()))?;
-    tracing::info!(dir = %config.fuse.dir.display(), "mounted; this node is the primary (static lease)");
+    tracing::info!(
+        dir = %config.fuse.dir.display(),
+        lease = config.lease.kind.map_or("", |k| k.as_str()),
+        backup = config.backup.kind.as_str(),
+        "mounted; this node is the primary (replication and leases arrive later)"
+    );
 
     let stop = Arc::new(AtomicBool::new(false));
     let retention = spawn_retention(

@@ -348,7 +348,7 @@ impl Db {
     /// they would silently escape replication.
     pub fn database_writing(&self, offset: u64, len: usize) -> Result<(), StoreError> {
         let mut st = self.lock()?;
-        if !st.journal_hot && st.wal.is_none() && !self.header_says_wal()? && self.has_content()? {
+        if !st.journal_hot && st.wal.is_none() && self.is_rollback_mode_database()? {
             tracing::error!(
                 db = %self.name,
                 "write without a rollback journal or WAL refused: journal_mode MEMORY and OFF are not \
@@ -365,21 +365,18 @@ impl Db {
         Ok(())
     }
 
-    fn header_says_wal(&self) -> Result<bool, StoreError> {
+    /// Whether the database file holds a SQLite database in rollback-journal
+    /// mode. Files that are not SQLite databases (a super-journal, any
+    /// other file named like a database) are plain files: nothing to refuse.
+    fn is_rollback_mode_database(&self) -> Result<bool, StoreError> {
         let Some(f) = open_read(&self.paths.database)? else {
             return Ok(false);
         };
-        let mut b = [0u8; 2];
-        Ok(f.read_exact_at(&mut b, 18).is_ok() && b == [2, 2])
-    }
-
-    /// Whether the database file already holds a database (a brand-new
-    /// file's first transaction is journaled like any other; this only
-    /// guards against refusing a write to an empty file we cannot judge).
-    fn has_content(&self) -> Result<bool, StoreError> {
-        Ok(std::fs::metadata(&self.paths.database)
-            .map(|m| m.len() >= 512)
-            .unwrap_or(false))
+        let mut b = [0u8; 20];
+        if f.read_exact_at(&mut b, 0).is_err() {
+            return Ok(false);
+        }
+        Ok(&b[..16] == litefs_sqlite::DB_HEADER_MAGIC && b[18..20] != [2, 2])
     }
 
     /// Tells the store the journal header now carries the magic (or not).
@@ -402,10 +399,20 @@ impl Db {
         }
         let mut hb = [0u8; 100];
         f.read_exact_at(&mut hb, 0).ctx(&self.paths.database)?;
-        let h = DbHeader::parse(&hb).map_err(|source| StoreError::Sqlite {
-            path: self.paths.database.clone(),
-            source,
-        })?;
+        let h = match DbHeader::parse(&hb) {
+            Ok(h) => h,
+            Err(e) if st.pos.txid.0 == 0 => {
+                // Never a database here: a plain file that has a database's name.
+                tracing::info!(db = %self.name, reason = %e, "not a SQLite database; serving it as a plain file");
+                return Ok(());
+            }
+            Err(source) => {
+                return Err(StoreError::Sqlite {
+                    path: self.paths.database.clone(),
+                    source,
+                });
+            }
+        };
         st.page_size = h.page_size;
         let commit = (len / u64::from(h.page_size)) as u32;
         let lock = lock_pgno(h.page_size);
