@@ -21,9 +21,9 @@ if [ -f Cargo.lock ]; then
     locked=(--locked)
 fi
 
-# The integration tests run the real binary as separate processes.
-cargo build --bin litefs ${locked[@]+"${locked[@]}"} 2>&1
-export LITEFS_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/litefs"
+# The integration tests run the real (release) binary as separate processes.
+cargo build --release --bin litefs ${locked[@]+"${locked[@]}"} 2>&1
+export LITEFS_BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/litefs"
 
 cargo test --workspace --all-targets ${locked[@]+"${locked[@]}"} 2>&1
 cargo test --workspace --doc ${locked[@]+"${locked[@]}"} 2>&1

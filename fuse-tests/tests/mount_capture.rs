@@ -296,3 +296,73 @@ fn databases_in_subdirectories() {
     );
     check_chain(&node, "tenants/42.db");
 }
+
+/// The same kind of workload through `rusqlite` (SQLite compiled into the
+/// test, a third independent client), in every journal mode.
+#[test]
+fn rusqlite_in_every_journal_mode() {
+    if !fuse_available() {
+        return;
+    }
+    let node = Node::start("");
+    for mode in MODES {
+        let db = format!("rs-{mode}.db");
+        {
+            let mut c = rusqlite::Connection::open(node.path(&db)).expect("open");
+            c.busy_timeout(std::time::Duration::from_secs(10))
+                .expect("busy timeout");
+            let got: String = c
+                .query_row(&format!("PRAGMA journal_mode={mode}"), [], |r| r.get(0))
+                .expect("mode");
+            assert_eq!(got, mode);
+            c.execute_batch("CREATE TABLE t(id INTEGER PRIMARY KEY, a TEXT, b BLOB);")
+                .expect("ddl");
+            for i in 0..300 {
+                c.execute(
+                    "INSERT INTO t(a, b) VALUES (?1, zeroblob(?2))",
+                    rusqlite::params![format!("r{i}"), i * 3],
+                )
+                .expect("insert");
+            }
+            c.execute("UPDATE t SET a = a || '?' WHERE id % 4 = 0", [])
+                .expect("update");
+            c.execute("DELETE FROM t WHERE id % 9 = 0", [])
+                .expect("delete");
+            {
+                let mut tx = c.transaction().expect("begin");
+                tx.execute("INSERT INTO t(a) VALUES ('kept')", [])
+                    .expect("insert");
+                {
+                    let sp = tx.savepoint().expect("savepoint");
+                    sp.execute("INSERT INTO t(a) VALUES ('rolled back')", [])
+                        .expect("insert");
+                    // dropped without commit: rolled back
+                }
+                tx.commit().expect("commit");
+            }
+            {
+                let tx = c.transaction().expect("begin");
+                tx.execute("DELETE FROM t", []).expect("delete all");
+                tx.rollback().expect("rollback");
+            }
+            c.execute_batch("VACUUM;").expect("vacuum");
+            if mode == "wal" {
+                for kind in ["PASSIVE", "FULL", "RESTART", "TRUNCATE"] {
+                    c.execute("INSERT INTO t(a) VALUES (?1)", [kind])
+                        .expect("insert");
+                    c.query_row(&format!("PRAGMA wal_checkpoint({kind})"), [], |_| Ok(()))
+                        .expect("checkpoint");
+                }
+            }
+            let n: i64 = c
+                .query_row(
+                    "SELECT count(*) FROM t WHERE a IN ('kept', 'rolled back')",
+                    [],
+                    |r| r.get(0),
+                )
+                .expect("count");
+            assert_eq!(n, 1);
+        }
+        check_chain(&node, &db);
+    }
+}

@@ -130,6 +130,9 @@ struct LiteFs {
     /// `fsyncdir`: SQLite syncs the directory after creating a journal, and
     /// that durability must reach the directory that really holds it.
     dirty_dirs: std::sync::Mutex<std::collections::HashSet<PathBuf>>,
+    /// Open handles on each database file: when the last closes, writes
+    /// made without a journal are committed (see `Db::database_synced`).
+    db_handles: std::sync::Mutex<HashMap<String, usize>>,
     uid: u32,
     gid: u32,
 }
@@ -164,6 +167,7 @@ impl LiteFs {
             handles: RwLock::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             dirty_dirs: Default::default(),
+            db_handles: Default::default(),
             uid,
             gid,
         }
@@ -322,6 +326,11 @@ impl LiteFs {
 
     fn add_handle(&self, db: Arc<Db>, kind: Kind, file: Option<File>) -> u64 {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        if kind == Kind::Database {
+            if let Ok(mut n) = self.db_handles.lock() {
+                *n.entry(db.name().to_owned()).or_default() += 1;
+            }
+        }
         if let Ok(mut h) = self.handles.write() {
             h.insert(fh, Arc::new(Handle { db, kind, file }));
         }
@@ -486,9 +495,12 @@ impl LiteFs {
             }
             let base = db.name().rsplit('/').next().unwrap_or(db.name()).to_owned();
             for kind in KINDS {
+                // `-pos` and `-lock` are virtual: reachable by name, never
+                // listed, so `cp app.db* backup/` and the like see only
+                // SQLite's own files.
                 let present = match kind {
-                    Kind::Database | Kind::Pos => true,
-                    Kind::Lock | Kind::Dir => false,
+                    Kind::Database => true,
+                    Kind::Pos | Kind::Lock | Kind::Dir => false,
                     _ => Self::backing(&db, kind).is_some_and(|p| p.exists()),
                 };
                 if present {
@@ -539,6 +551,11 @@ const LAG_CONTENT: &str = "+000000000\n";
 impl Filesystem for LiteFs {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match self.lookup_child(parent.0, name) {
+            // SQLite creates and removes side files all the time; never let
+            // the kernel answer for their existence from a stale entry.
+            Ok(attr) if attr.kind == FileType::RegularFile && is_side_file(name) => {
+                reply.entry_with_ttls(&TTL, &Duration::ZERO, &attr, Generation(0))
+            }
             Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
             Err(e) => reply.error(e),
         }
@@ -736,8 +753,26 @@ impl Filesystem for LiteFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        if let Ok(mut h) = self.handles.write() {
-            h.remove(&fh.0);
+        let removed = self.handles.write().ok().and_then(|mut h| h.remove(&fh.0));
+        if let Some(h) = removed.filter(|h| h.kind == Kind::Database) {
+            let last = self
+                .db_handles
+                .lock()
+                .is_ok_and(|mut n| match n.get_mut(h.db.name()) {
+                    Some(c) if *c > 1 => {
+                        *c -= 1;
+                        false
+                    }
+                    _ => {
+                        n.remove(h.db.name());
+                        true
+                    }
+                });
+            if last {
+                if let Err(e) = h.db.database_synced() {
+                    tracing::error!(db = h.db.name(), error = %e, "capture at close failed");
+                }
+            }
         }
         reply.ok();
     }
@@ -750,14 +785,20 @@ impl Filesystem for LiteFs {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        let r = self.handle(fh).and_then(|h| match &h.file {
-            Some(f) => if datasync {
-                f.sync_data()
-            } else {
-                f.sync_all()
+        let r = self.handle(fh).and_then(|h| {
+            if let Some(f) = &h.file {
+                if datasync {
+                    f.sync_data()
+                } else {
+                    f.sync_all()
+                }
+                .map_err(|e| errno(&e))?;
             }
-            .map_err(|e| errno(&e)),
-            None => Ok(()),
+            if h.kind == Kind::Database {
+                h.db.database_synced()
+                    .map_err(|e| store_errno(h.db.name(), "capture at fsync", e))?;
+            }
+            Ok(())
         });
         match r {
             Ok(()) => reply.ok(),
@@ -832,6 +873,12 @@ impl Filesystem for LiteFs {
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
         reply.statfs(0, 0, 0, 0, 0, 4096, 255, 4096);
     }
+}
+
+/// Whether a name is a SQLite side file (`-journal`, `-wal`, `-shm`).
+fn is_side_file(name: &OsStr) -> bool {
+    name.to_str()
+        .is_some_and(|n| matches!(parse(n).1, Kind::Journal | Kind::Wal | Kind::Shm))
 }
 
 fn slice_at(b: &[u8], offset: u64, size: u32) -> &[u8] {

@@ -89,6 +89,8 @@ struct State {
     journal_hot: bool,
     /// The WAL, kept open between writes (dropped when the WAL is removed).
     wal_file: Option<File>,
+    /// Whether journal-less writes were reported in the log already.
+    journal_less_logged: bool,
 }
 
 /// One database. All capture for it is serialised by one mutex; SQLite's
@@ -139,6 +141,7 @@ impl Db {
                 dirty: Default::default(),
                 journal_hot: false,
                 wal_file: None,
+                journal_less_logged: false,
             }),
         };
         db.recover()?;
@@ -342,23 +345,11 @@ impl Db {
         Ok(())
     }
 
-    /// Records that the database file is about to be written at `offset`.
-    /// Refuses writes that no rollback journal or WAL protects: SQLite's
-    /// `journal_mode=MEMORY` and `OFF` give no commit point to capture, so
-    /// they would silently escape replication.
+    /// Records that the database file is about to be written at `offset`:
+    /// in rollback mode these are the transaction's pages (the journal
+    /// alone misses pages reused from the freelist).
     pub fn database_writing(&self, offset: u64, len: usize) -> Result<(), StoreError> {
         let mut st = self.lock()?;
-        if !st.journal_hot && st.wal.is_none() && self.is_rollback_mode_database()? {
-            tracing::error!(
-                db = %self.name,
-                "write without a rollback journal or WAL refused: journal_mode MEMORY and OFF are not \
-                 supported (use DELETE, TRUNCATE, PERSIST or WAL)"
-            );
-            return Err(StoreError::Io {
-                path: self.paths.database.clone(),
-                source: std::io::Error::from_raw_os_error(libc_eperm()),
-            });
-        }
         let end = offset + len as u64;
         let e = st.dirty.entry(offset).or_insert(end);
         *e = (*e).max(end);
@@ -618,31 +609,71 @@ impl Db {
     pub fn journal_finalizing(&self) -> Result<(), StoreError> {
         let mut st = self.lock()?;
         st.journal_hot = false;
-        let dirty = std::mem::take(&mut st.dirty);
-        let Some(j) = open_read(&self.paths.journal)? else {
-            return Ok(());
+        let journal = match open_read(&self.paths.journal)? {
+            Some(j) => {
+                let jlen = j.metadata().ctx(&self.paths.journal)?.len();
+                litefs_sqlite::read_journal(&j, jlen, st.page_size).map_err(|source| {
+                    StoreError::Sqlite {
+                        path: self.paths.journal.clone(),
+                        source,
+                    }
+                })?
+            }
+            None => None,
         };
+        self.capture_database(&mut st, journal)
+    }
+
+    /// Called when the database file was fsynced, or its last open handle
+    /// closed. Writes made to a rollback-mode database without a journal
+    /// (`journal_mode` MEMORY or OFF, or a plain copy onto the file) have
+    /// no other commit point: SQLite syncs the file at the end of each such
+    /// transaction (unless `synchronous=OFF`), and a file nobody has open is
+    /// between transactions. They become one LTX file here.
+    pub fn database_synced(&self) -> Result<(), StoreError> {
+        let mut st = self.lock()?;
+        if st.journal_hot || st.dirty.is_empty() {
+            return Ok(());
+        }
+        if st.wal.is_some() || !self.is_rollback_mode_database()? {
+            // WAL-mode checkpoint writes: already captured from the WAL.
+            st.dirty.clear();
+            return Ok(());
+        }
+        if !st.journal_less_logged {
+            st.journal_less_logged = true;
+            tracing::warn!(
+                db = %self.name,
+                "database written without a rollback journal (journal_mode MEMORY/OFF or a plain copy): \
+                 captured when the file is synced or closed; use DELETE, TRUNCATE, PERSIST or WAL for \
+                 one LTX file per transaction"
+            );
+        }
+        self.capture_database(&mut st, None)
+    }
+
+    /// Captures the rollback-mode transaction now committed in the database
+    /// file: the pages `journal` holds originals of and the pages past its
+    /// original end, plus every page written since the last commit.
+    fn capture_database(
+        &self,
+        st: &mut State,
+        journal: Option<litefs_sqlite::JournalPages>,
+    ) -> Result<(), StoreError> {
+        let dirty = std::mem::take(&mut st.dirty);
+        if journal.is_none() && dirty.is_empty() {
+            return Ok(());
+        }
         let Some(db) = open_read(&self.paths.database)? else {
             return Ok(());
         };
-        let jlen = j.metadata().ctx(&self.paths.journal)?.len();
         let dlen = db.metadata().ctx(&self.paths.database)?.len();
-        if dlen < 100 {
+        let mut hb = [0u8; 100];
+        if dlen < 100 || db.read_exact_at(&mut hb, 0).is_err() {
             return Ok(());
         }
-        let mut hb = [0u8; 100];
-        db.read_exact_at(&mut hb, 0).ctx(&self.paths.database)?;
-        let h = DbHeader::parse(&hb).map_err(|source| StoreError::Sqlite {
-            path: self.paths.database.clone(),
-            source,
-        })?;
-        let Some(jp) = litefs_sqlite::read_journal(&j, jlen, h.page_size).map_err(|source| {
-            StoreError::Sqlite {
-                path: self.paths.journal.clone(),
-                source,
-            }
-        })?
-        else {
+        let Ok(h) = DbHeader::parse(&hb) else {
+            // Not (yet) a SQLite database: a plain file, nothing to capture.
             return Ok(());
         };
         let commit = if h.page_count_valid() {
@@ -654,18 +685,26 @@ impl Db {
             (1..=commit).map(|p| (p, Source::Db)).collect()
         } else {
             let ps = u64::from(h.page_size);
-            let mut set: std::collections::BTreeSet<u32> =
-                jp.pgnos.iter().copied().filter(|&p| p <= commit).collect();
-            set.extend(jp.initial_pages.saturating_add(1)..=commit);
+            let mut set = std::collections::BTreeSet::new();
+            match &journal {
+                Some(jp) => {
+                    set.extend(jp.pgnos.iter().copied().filter(|&p| p <= commit));
+                    set.extend(jp.initial_pages.saturating_add(1)..=commit);
+                }
+                None => set.extend(st.commit.saturating_add(1)..=commit),
+            }
             for (&start, &end) in &dirty {
                 if end > start {
-                    set.extend((start / ps + 1) as u32..=((end - 1) / ps + 1) as u32);
+                    set.extend(
+                        (start / ps + 1) as u32
+                            ..=((end - 1) / ps + 1).min(u64::from(commit)) as u32,
+                    );
                 }
             }
             set.into_iter().map(|p| (p, Source::Db)).collect()
         };
         self.write_ltx(
-            &mut st,
+            st,
             h.page_size,
             commit,
             &pages,
@@ -804,29 +843,22 @@ impl Db {
     }
 
     /// Drops the database: records a deletion LTX file (commit 0) and
-    /// removes the database and its side files. The name can be created
-    /// again; its history continues from the deletion.
+    /// removes the database file. Like `unlink(2)` on any filesystem, its
+    /// side files (journal, WAL, WAL index) stay until they are removed
+    /// themselves. The name can be created again; its history continues
+    /// from the deletion.
     pub fn drop_files(&self) -> Result<(), StoreError> {
         let mut st = self.lock()?;
         if st.commit > 0 && st.page_size > 0 {
             let ps = st.page_size;
             self.write_ltx(&mut st, ps, 0, &[], None, None, WalRange::default())?;
         }
-        st.wal = None;
-        st.wal_file = None;
-        for p in [
-            &self.paths.database,
-            &self.paths.journal,
-            &self.paths.wal,
-            &self.paths.shm,
-        ] {
-            match std::fs::remove_file(p) {
-                Ok(()) => {}
-                Err(e) if e.kind() == ErrorKind::NotFound => {}
-                Err(e) => return Err(e).ctx(p),
-            }
+        st.dirty.clear();
+        match std::fs::remove_file(&self.paths.database) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e).ctx(&self.paths.database),
         }
-        Ok(())
     }
 
     /// Removes LTX files whose timestamp is older than `retention`, always
@@ -881,6 +913,7 @@ impl Db {
             dirty: Default::default(),
             journal_hot: false,
             wal_file: None,
+            journal_less_logged: false,
         };
         drop(st);
         self.load_checksums(&mut fresh)?;
@@ -905,10 +938,6 @@ impl Db {
         }
         Ok(())
     }
-}
-
-fn libc_eperm() -> i32 {
-    1 // EPERM on Linux
 }
 
 /// Where a page's committed content is read from.
