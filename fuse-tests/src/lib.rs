@@ -95,6 +95,20 @@ impl Node {
     /// Writes a config (static lease, this node primary) plus `extra` YAML
     /// appended at top level, starts `litefs mount` and waits for the mount.
     pub fn start(extra: &str) -> Node {
+        Node::start_config(extra, "")
+    }
+
+    /// Like [`Node::start`], with extra keys inside the `data:` section.
+    pub fn start_with(data_keys: &str) -> Node {
+        let keys: String = data_keys
+            .lines()
+            .filter(|l| !l.trim().is_empty() && l.trim() != "data:")
+            .map(|l| format!("  {}\n", l.trim()))
+            .collect();
+        Node::start_config("", &keys)
+    }
+
+    fn start_config(extra: &str, data_keys: &str) -> Node {
         let dir = tempfile::Builder::new()
             .prefix("litefs-node")
             .tempdir()
@@ -106,7 +120,7 @@ impl Node {
         std::fs::write(
             &config,
             format!(
-                "fuse:\n  dir: {}\ndata:\n  dir: {}\nhttp:\n  addr: \"127.0.0.1:0\"\nlease:\n  type: static\n  candidate: true\n  hostname: localhost\n  advertise-url: http://127.0.0.1:20202\n{extra}",
+                "fuse:\n  dir: {}\ndata:\n  dir: {}\n{data_keys}http:\n  addr: \"127.0.0.1:0\"\nlease:\n  type: static\n  candidate: true\n  hostname: localhost\n  advertise-url: http://127.0.0.1:20202\n{extra}",
                 mount.display(),
                 data.display()
             ),

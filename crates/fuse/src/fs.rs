@@ -639,15 +639,24 @@ impl Filesystem for LiteFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        if ino.0 == LAG {
+            // Generated content: never from the page cache.
+            return reply.opened(FileHandle(0), FopenFlags::FOPEN_DIRECT_IO);
+        }
         let r = self.resolve(ino.0).and_then(|(db, kind)| {
             let file = match Self::backing(&db, kind) {
                 Some(p) => Some(Self::open_backing(&p, flags.0, false)?),
                 None => None,
             };
-            Ok(self.add_handle(db, kind, file))
+            let cache = if file.is_some() {
+                FopenFlags::FOPEN_KEEP_CACHE
+            } else {
+                FopenFlags::FOPEN_DIRECT_IO
+            };
+            Ok((self.add_handle(db, kind, file), cache))
         });
         match r {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
+            Ok((fh, cache)) => reply.opened(FileHandle(fh), cache),
             Err(e) => reply.error(e),
         }
     }

@@ -661,6 +661,7 @@ impl Db {
         journal: Option<litefs_sqlite::JournalPages>,
     ) -> Result<(), StoreError> {
         let dirty = std::mem::take(&mut st.dirty);
+        tracing::debug!(db = %self.name, journal = ?journal.as_ref().map(|j| (j.initial_pages, j.pgnos.len())), dirty = dirty.len(), "capture rollback-mode commit");
         if journal.is_none() && dirty.is_empty() {
             return Ok(());
         }

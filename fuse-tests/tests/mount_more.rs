@@ -1,0 +1,186 @@
+//! Locking modes, size limits, the lock page, retention and shutdown, each
+//! against a real mount and checked against the replayed LTX chain.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use litefs_fuse_tests::replay::{checksum, replay_dir};
+use litefs_fuse_tests::{fuse_available, is_mounted, sqlite3, Node};
+use std::time::Duration;
+
+fn check_chain(node: &Node, db: &str) {
+    let path = node.path(db);
+    assert_eq!(sqlite3(&path, "PRAGMA integrity_check;").trim(), "ok");
+    let _ = sqlite3(&path, "PRAGMA wal_checkpoint(TRUNCATE);");
+    let bytes = std::fs::read(&path).expect("read db");
+    let r = replay_dir(&node.ltx_dir(db));
+    assert!(
+        r.bytes == bytes,
+        "{db}: replayed chain differs from the database"
+    );
+    assert_eq!(checksum(&bytes, r.page_size), r.pos.post_apply_checksum);
+    let pos = std::fs::read_to_string(node.path(&format!("{db}-pos"))).expect("pos");
+    assert_eq!(pos, format!("{}\n", r.pos));
+}
+
+fn txid(node: &Node, db: &str) -> u64 {
+    let pos = std::fs::read_to_string(node.path(&format!("{db}-pos"))).expect("pos");
+    u64::from_str_radix(&pos[..16], 16).expect("hex txid")
+}
+
+/// `locking_mode=EXCLUSIVE`, with a rollback journal and with WAL (where
+/// SQLite keeps the WAL index in heap memory): each commit is captured
+/// while the connection stays open.
+#[test]
+fn exclusive_locking_mode() {
+    if !fuse_available() {
+        return;
+    }
+    let node = Node::start("");
+    for mode in ["delete", "wal"] {
+        let db = format!("excl-{mode}.db");
+        let c = rusqlite::Connection::open(node.path(&db)).unwrap();
+        c.query_row("PRAGMA locking_mode=EXCLUSIVE", [], |_| Ok(()))
+            .unwrap();
+        c.query_row(&format!("PRAGMA journal_mode={mode}"), [], |_| Ok(()))
+            .unwrap();
+        c.execute_batch("CREATE TABLE t(x);").unwrap();
+        let mut last = txid(&node, &db);
+        for i in 0..20 {
+            c.execute("INSERT INTO t VALUES (?1)", [i]).unwrap();
+            let now = txid(&node, &db);
+            assert_eq!(
+                now,
+                last + 1,
+                "{mode}: commit {i} captured while the connection is open"
+            );
+            last = now;
+        }
+        drop(c);
+        assert!(!node.path(&format!("{db}-shm")).exists() || mode == "delete");
+        check_chain(&node, &db);
+    }
+}
+
+/// `journal_size_limit` truncates the journal and the WAL to a non-zero
+/// size (LiteFS rejects the WAL truncation).
+#[test]
+fn journal_size_limit() {
+    if !fuse_available() {
+        return;
+    }
+    let node = Node::start("");
+    for (mode, limit) in [("persist", 8192), ("wal", 16384)] {
+        let db = format!("limit-{mode}.db");
+        let path = node.path(&db);
+        let side = if mode == "wal" { "wal" } else { "journal" };
+        sqlite3(
+            &path,
+            &format!("PRAGMA journal_mode={mode}; CREATE TABLE t(x);"),
+        );
+        for round in 0..3 {
+            sqlite3(
+                &path,
+                &format!(
+                    "PRAGMA journal_size_limit={limit};
+                     WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM c WHERE i < 300)
+                     INSERT INTO t SELECT randomblob(900) FROM c;
+                     UPDATE t SET x = randomblob(800) WHERE rowid % 3 = {round};
+                     PRAGMA wal_checkpoint(RESTART);
+                     INSERT INTO t VALUES (1);"
+                ),
+            );
+            let backing = node.data.join("dbs").join(&db).join(side);
+            if let Ok(m) = std::fs::metadata(&backing) {
+                assert!(
+                    m.len() <= limit,
+                    "{mode}: {side} is {} bytes, limit {limit}",
+                    m.len()
+                );
+            }
+        }
+        check_chain(&node, &db);
+    }
+}
+
+/// A database past 1 GiB: pages on both sides of the lock page (page 16385
+/// at 64 KiB pages) are captured and replay, and the lock page is skipped.
+#[test]
+fn database_past_the_lock_page() {
+    if !fuse_available() {
+        return;
+    }
+    let node = Node::start("");
+    let db = "big.db";
+    let path = node.path(db);
+    sqlite3(
+        &path,
+        "PRAGMA page_size=65536; PRAGMA journal_mode=wal; CREATE TABLE t(id INTEGER PRIMARY KEY, b BLOB);
+         WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM c WHERE i < 16600)
+         INSERT INTO t(b) SELECT zeroblob(60000) FROM c;",
+    );
+    sqlite3(
+        &path,
+        "UPDATE t SET b = randomblob(100) WHERE id IN (1, 8000, 16300, 16600);",
+    );
+    let pages: u64 = sqlite3(&path, "PRAGMA page_count;").trim().parse().unwrap();
+    assert!(pages > 16386, "database has {pages} pages");
+    check_chain(&node, db);
+}
+
+/// Old LTX files go after `data.retention`; the newest always stays.
+#[test]
+fn retention_removes_old_ltx_files_but_keeps_the_newest() {
+    if !fuse_available() {
+        return;
+    }
+    let node = Node::start_with("data:\n  retention: 1s\n  retention-monitor-interval: 200ms\n");
+    let path = node.path("ret.db");
+    sqlite3(&path, "CREATE TABLE t(x);");
+    for i in 0..20 {
+        sqlite3(&path, &format!("INSERT INTO t VALUES ({i});"));
+    }
+    let before = std::fs::read_dir(node.ltx_dir("ret.db")).unwrap().count();
+    assert!(before >= 21);
+    std::thread::sleep(Duration::from_millis(2500));
+    let left: Vec<String> = std::fs::read_dir(node.ltx_dir("ret.db"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let newest = format!(
+        "{:016x}-{:016x}.ltx",
+        txid(&node, "ret.db"),
+        txid(&node, "ret.db")
+    );
+    assert_eq!(left, vec![newest], "only the newest LTX file remains");
+    sqlite3(&path, "INSERT INTO t VALUES (99);");
+    assert_eq!(sqlite3(&path, "SELECT count(*) FROM t;").trim(), "21");
+}
+
+/// SIGTERM unmounts and exits 0; the data and position survive a restart.
+#[test]
+fn sigterm_unmounts_and_exits_zero() {
+    if !fuse_available() {
+        return;
+    }
+    let mut node = Node::start("");
+    let path = node.path("term.db");
+    sqlite3(
+        &path,
+        "PRAGMA journal_mode=wal; CREATE TABLE t(x); INSERT INTO t VALUES (1);",
+    );
+    let pos = std::fs::read_to_string(node.path("term.db-pos")).unwrap();
+    // LiteFS's mount files: .lag is zero on a primary, .primary is absent.
+    assert_eq!(
+        std::fs::read_to_string(node.path(".lag")).unwrap(),
+        "+000000000\n"
+    );
+    assert!(!node.path(".primary").exists());
+    let status = node.stop().expect("daemon was running");
+    assert!(status.success(), "exit status {status}");
+    assert!(!is_mounted(&node.mount), "still mounted after SIGTERM");
+    node.spawn();
+    assert_eq!(
+        std::fs::read_to_string(node.path("term.db-pos")).unwrap(),
+        pos
+    );
+    assert_eq!(sqlite3(&path, "SELECT x FROM t;").trim(), "1");
+}
