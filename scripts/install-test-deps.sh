@@ -212,6 +212,26 @@ find_debian_mirror() {
     echo "${uri%/}"
 }
 
+# private_apt DIR LINE: an apt state of our own under DIR with the single
+# sources line LINE, so the system's apt configuration is never touched;
+# sets PRIVATE_APT_OPTS to the apt-get options that select it.
+private_apt() {
+    local apt_dir="$1"
+    mkdir -p "$apt_dir/state/lists/partial" "$apt_dir/cache/archives/partial"
+    : >"$apt_dir/status"
+    echo "$2" >"$apt_dir/sources.list"
+    PRIVATE_APT_OPTS=(
+        -o "Dir::Etc::SourceList=$apt_dir/sources.list"
+        -o "Dir::Etc::SourceParts=/dev/null"
+        -o "Dir::Etc::Preferences=/dev/null"
+        -o "Dir::Etc::PreferencesParts=/dev/null"
+        -o "Dir::State=$apt_dir/state"
+        -o "Dir::State::status=$apt_dir/status"
+        -o "Dir::Cache=$apt_dir/cache"
+        -o "APT::Sandbox::User=root"
+    )
+}
+
 install_consul() {
     local mirror
     mirror="$(find_debian_mirror)" || die "cannot find a Debian mirror URI: no enabled 'deb' entry for suite 'bookworm' in /etc/apt/sources.list.d/*.sources or /etc/apt/sources.list[.d/*.list]; set LITEFS_DEBIAN_MIRROR=<debian archive URI>"
@@ -224,21 +244,9 @@ install_consul() {
     done
     [ -n "$keyrings" ] || die "no Debian archive keyring under /usr/share/keyrings (install debian-archive-keyring)"
 
-    local apt_dir="$DEPS/apt"
-    mkdir -p "$apt_dir/state/lists/partial" "$apt_dir/cache/archives/partial"
-    : >"$apt_dir/status"
     # target=Packages: skip DEP-11/Contents/etc. indexes other apt.conf.d snippets may enable.
-    echo "deb [signed-by=$keyrings target=Packages] $mirror $CONSUL_SUITE main" >"$apt_dir/sources.list"
-    local -a apt_opts=(
-        -o "Dir::Etc::SourceList=$apt_dir/sources.list"
-        -o "Dir::Etc::SourceParts=/dev/null"
-        -o "Dir::Etc::Preferences=/dev/null"
-        -o "Dir::Etc::PreferencesParts=/dev/null"
-        -o "Dir::State=$apt_dir/state"
-        -o "Dir::State::status=$apt_dir/status"
-        -o "Dir::Cache=$apt_dir/cache"
-        -o "APT::Sandbox::User=root"
-    )
+    private_apt "$DEPS/apt" "deb [signed-by=$keyrings target=Packages] $mirror $CONSUL_SUITE main"
+    local -a apt_opts=("${PRIVATE_APT_OPTS[@]}")
 
     say "fetching consul from $mirror $CONSUL_SUITE"
     run_logged consul-apt apt-get "${apt_opts[@]}" update
@@ -296,20 +304,8 @@ install_testfixture() {
     fi
     local mirror
     mirror="$(find_debian_mirror)" || die "cannot find a Debian mirror URI for the sqlite3 source package; set LITEFS_DEBIAN_MIRROR"
-    local apt_dir="$DEPS/apt-src"
-    mkdir -p "$apt_dir/state/lists/partial" "$apt_dir/cache/archives/partial"
-    : >"$apt_dir/status"
-    echo "deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror bookworm main" >"$apt_dir/sources.list"
-    local -a apt_opts=(
-        -o "Dir::Etc::SourceList=$apt_dir/sources.list"
-        -o "Dir::Etc::SourceParts=/dev/null"
-        -o "Dir::Etc::Preferences=/dev/null"
-        -o "Dir::Etc::PreferencesParts=/dev/null"
-        -o "Dir::State=$apt_dir/state"
-        -o "Dir::State::status=$apt_dir/status"
-        -o "Dir::Cache=$apt_dir/cache"
-        -o "APT::Sandbox::User=root"
-    )
+    private_apt "$DEPS/apt-src" "deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror bookworm main"
+    local -a apt_opts=("${PRIVATE_APT_OPTS[@]}")
     say "fetching the sqlite3 source package from $mirror bookworm"
     run_logged testfixture apt-get "${apt_opts[@]}" update
     local tmp

@@ -265,18 +265,7 @@ impl Db {
             // A database placed in the data directory by hand (or whose LTX
             // files were all lost): its first LTX file is a snapshot of it.
             tracing::info!(db = %self.name, pages = st.commit, "database without LTX files; writing a snapshot");
-            let (ps, commit) = (st.page_size, st.commit);
-            let pages: Vec<(u32, Source)> = (1..=commit).map(|p| (p, Source::Db)).collect();
-            let db = open_read(&self.paths.database)?;
-            self.write_ltx(
-                &mut st,
-                ps,
-                commit,
-                &pages,
-                None,
-                db.as_ref(),
-                WalRange::default(),
-            )?;
+            self.snapshot_database_file(&mut st)?;
         }
         if st.pos.txid.0 > 0 && st.checksum != st.pos.post_apply_checksum && st.commit > 0 {
             // The files hold a committed state no LTX file describes (a
@@ -285,22 +274,27 @@ impl Db {
             // at the next TXID; replicas holding the lost file will see the
             // checksum differ and take the snapshot.
             tracing::warn!(db = %self.name, pos = %st.pos, actual = %st.checksum, "database ahead of its LTX files; writing a recovery snapshot");
-            let (ps, commit) = (st.page_size, st.commit);
-            let pages: Vec<(u32, Source)> = (1..=commit).map(|p| (p, Source::Db)).collect();
-            let db = open_read(&self.paths.database)?;
-            st.pos.post_apply_checksum = Checksum(0);
-            st.page_size = 0; // forces a snapshot
-            self.write_ltx(
-                &mut st,
-                ps,
-                commit,
-                &pages,
-                None,
-                db.as_ref(),
-                WalRange::default(),
-            )?;
+            self.snapshot_database_file(&mut st)?;
         }
         Ok(())
+    }
+
+    /// Records the database file as it is as a snapshot LTX file at the next
+    /// TXID (recovery only: the WAL holds no committed frames).
+    fn snapshot_database_file(&self, st: &mut State) -> Result<(), StoreError> {
+        let (ps, commit) = (st.page_size, st.commit);
+        let pages: Vec<(u32, Source)> = (1..=commit).map(|p| (p, Source::Db)).collect();
+        let db = open_read(&self.paths.database)?;
+        st.page_size = 0; // forces a snapshot
+        self.write_ltx(
+            st,
+            ps,
+            commit,
+            &pages,
+            None,
+            db.as_ref(),
+            WalRange::default(),
+        )
     }
 
     /// Rolls back a hot journal left by a crash, as SQLite would on its next
