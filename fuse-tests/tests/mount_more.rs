@@ -174,6 +174,23 @@ fn sigterm_unmounts_and_exits_zero() {
         "+000000000\n"
     );
     assert!(!node.path(".primary").exists());
+    // statfs reports the data directory's filesystem, not zeros.
+    let df = std::process::Command::new("df")
+        .arg("-k")
+        .arg(&node.mount)
+        .output()
+        .unwrap();
+    let line = String::from_utf8_lossy(&df.stdout)
+        .lines()
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned();
+    let total: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(total > 0, "df on the mount: {line}");
     let status = node.stop().expect("daemon was running");
     assert!(status.success(), "exit status {status}");
     assert!(!is_mounted(&node.mount), "still mounted after SIGTERM");

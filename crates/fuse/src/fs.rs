@@ -880,7 +880,27 @@ impl Filesystem for LiteFs {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        reply.statfs(0, 0, 0, 0, 0, 4096, 255, 4096);
+        // Report the data directory's filesystem: that is where the bytes go.
+        let Ok(path) = std::ffi::CString::new(self.store.dbs_dir().as_os_str().as_encoded_bytes())
+        else {
+            return reply.error(Errno::EINVAL);
+        };
+        // SAFETY: `path` is a valid NUL-terminated string and `st` a plain C
+        // struct that statvfs fills in; both outlive the call.
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
+            return reply.error(errno(&std::io::Error::last_os_error()));
+        }
+        reply.statfs(
+            st.f_blocks,
+            st.f_bfree,
+            st.f_bavail,
+            st.f_files,
+            st.f_ffree,
+            st.f_bsize as u32,
+            255,
+            st.f_frsize as u32,
+        );
     }
 }
 

@@ -120,6 +120,11 @@ impl Store {
         self.inner.write().map_err(|_| poisoned(&self.dbs_dir))
     }
 
+    /// The directory holding every database (`<data.dir>/dbs`).
+    pub fn dbs_dir(&self) -> &Path {
+        &self.dbs_dir
+    }
+
     /// The database called `name`, if it exists.
     pub fn db(&self, name: &str) -> Option<Arc<Db>> {
         self.read().ok()?.dbs.get(name).cloned()
