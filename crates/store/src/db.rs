@@ -93,6 +93,25 @@ struct State {
     journal_less_logged: bool,
 }
 
+impl State {
+    /// A database with no pages and no history.
+    fn empty() -> State {
+        State {
+            pos: Pos::ZERO,
+            timestamp: 0,
+            page_size: 0,
+            commit: 0,
+            checksums: Vec::new(),
+            checksum: Checksum::EMPTY,
+            wal: None,
+            dirty: Default::default(),
+            journal_hot: false,
+            wal_file: None,
+            journal_less_logged: false,
+        }
+    }
+}
+
 /// One database. All capture for it is serialised by one mutex; SQLite's
 /// own locks already serialise writers, so it is rarely contended.
 #[derive(Debug)]
@@ -130,19 +149,7 @@ impl Db {
             name,
             paths,
             opts,
-            state: Mutex::new(State {
-                pos: Pos::ZERO,
-                timestamp: 0,
-                page_size: 0,
-                commit: 0,
-                checksums: Vec::new(),
-                checksum: Checksum::EMPTY,
-                wal: None,
-                dirty: Default::default(),
-                journal_hot: false,
-                wal_file: None,
-                journal_less_logged: false,
-            }),
+            state: Mutex::new(State::empty()),
         };
         db.recover()?;
         Ok(db)
@@ -901,14 +908,7 @@ impl Db {
             pos: st.pos,
             timestamp: st.timestamp,
             page_size: st.page_size,
-            commit: 0,
-            checksums: Vec::new(),
-            checksum: Checksum::EMPTY,
-            wal: None,
-            dirty: Default::default(),
-            journal_hot: false,
-            wal_file: None,
-            journal_less_logged: false,
+            ..State::empty()
         };
         drop(st);
         self.load_checksums(&mut fresh)?;
