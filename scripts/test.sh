@@ -26,4 +26,8 @@ cargo build --release --bin litefs ${locked[@]+"${locked[@]}"} 2>&1
 export LITEFS_BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/litefs"
 
 cargo test --workspace --all-targets ${locked[@]+"${locked[@]}"} 2>&1
+# The mount tests again on the classic FUSE I/O path (the run above used
+# passthrough, where the kernel has it): both paths stay tested.
+LITEFS_TEST_IO=classic cargo test -p litefs-fuse-tests ${locked[@]+"${locked[@]}"} \
+    --test mount_capture --test mount_crash --test mount_more --test sqlite_tcl 2>&1
 cargo test --workspace --doc ${locked[@]+"${locked[@]}"} 2>&1

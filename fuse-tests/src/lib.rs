@@ -53,6 +53,18 @@ pub fn fuse_available() -> bool {
     ok
 }
 
+/// Which FUSE I/O path nodes use, from `LITEFS_TEST_IO`: `passthrough`
+/// (the default: WAL and WAL-index I/O handed to the kernel) or `classic`
+/// (every read and write through the daemon). The suite runs the mount
+/// tests once per path.
+pub fn classic_io() -> bool {
+    match std::env::var("LITEFS_TEST_IO").as_deref() {
+        Ok("classic") => true,
+        Ok("passthrough") | Err(_) => false,
+        Ok(other) => panic!("LITEFS_TEST_IO={other}: expected passthrough or classic"),
+    }
+}
+
 /// The `litefs` binary: `LITEFS_BIN`, or built once with cargo.
 pub fn litefs_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
@@ -95,7 +107,7 @@ impl Node {
     /// Writes a config (static lease, this node primary) plus `extra` YAML
     /// appended at top level, starts `litefs mount` and waits for the mount.
     pub fn start(extra: &str) -> Node {
-        Node::start_config(extra, "")
+        Node::start_config(extra, "", "")
     }
 
     /// Like [`Node::start`], with extra keys inside the `data:` section.
@@ -105,10 +117,21 @@ impl Node {
             .filter(|l| !l.trim().is_empty() && l.trim() != "data:")
             .map(|l| format!("  {}\n", l.trim()))
             .collect();
-        Node::start_config("", &keys)
+        Node::start_config("", &keys, "")
     }
 
-    fn start_config(extra: &str, data_keys: &str) -> Node {
+    /// Like [`Node::start`], with extra keys inside the `fuse:` section
+    /// (one `key: value` per line).
+    pub fn start_with_fuse(fuse_keys: &str) -> Node {
+        let keys: String = fuse_keys
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| format!("  {}\n", l.trim()))
+            .collect();
+        Node::start_config("", "", &keys)
+    }
+
+    fn start_config(extra: &str, data_keys: &str, fuse_keys: &str) -> Node {
         let dir = tempfile::Builder::new()
             .prefix("litefs-node")
             .tempdir()
@@ -120,8 +143,9 @@ impl Node {
         std::fs::write(
             &config,
             format!(
-                "fuse:\n  dir: {}\ndata:\n  dir: {}\n{data_keys}http:\n  addr: \"127.0.0.1:0\"\nlease:\n  type: static\n  candidate: true\n  hostname: localhost\n  advertise-url: http://127.0.0.1:20202\n{extra}",
+                "fuse:\n  dir: {}\n  passthrough: {}\n{fuse_keys}data:\n  dir: {}\n{data_keys}http:\n  addr: \"127.0.0.1:0\"\nlease:\n  type: static\n  candidate: true\n  hostname: localhost\n  advertise-url: http://127.0.0.1:20202\n{extra}",
                 mount.display(),
+                !classic_io(),
                 data.display()
             ),
         )
@@ -168,6 +192,7 @@ impl Node {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if is_mounted(&self.mount) {
+                self.check_io_path();
                 return;
             }
             if let Some(c) = self.child.as_mut() {
@@ -181,6 +206,31 @@ impl Node {
             std::thread::sleep(Duration::from_millis(20));
         }
         panic!("mount did not appear in 20 s:\n{}", self.log_text());
+    }
+
+    /// Checks that the daemon uses the I/O path under test: a suite meant to
+    /// test passthrough must not quietly test the classic path instead.
+    fn check_io_path(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            let log = self.log_text();
+            let on = log.contains("FUSE passthrough on");
+            if on || log.contains("using classic FUSE I/O") {
+                if classic_io() {
+                    assert!(!on, "passthrough on although the config says off:\n{log}");
+                } else if !on {
+                    let msg = "kernel without FUSE passthrough: the passthrough path is not tested";
+                    assert!(!deps_required(), "{msg}\n{log}");
+                    eprintln!("SKIP: {msg}");
+                }
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!(
+            "the daemon never said which FUSE I/O path it uses:\n{}",
+            self.log_text()
+        );
     }
 
     /// The daemon's log so far.

@@ -221,6 +221,15 @@ section! {
         allow_other: bool = false,
         /// `debug`: log every FUSE request (default false).
         debug: bool = false,
+        /// `passthrough` (litefs-rs only): hand WAL and WAL-index I/O to the
+        /// kernel where it supports FUSE passthrough, falling back to
+        /// classic FUSE I/O with a logged warning (default true).
+        passthrough: bool = true,
+        /// `capture-interval` (litefs-rs only): with passthrough, how often
+        /// commits are captured when nothing forces it sooner (a `-pos`
+        /// read, a checkpoint, the WAL's last close); it bounds replication
+        /// delay at the cost of one WAL-index read per tick (default 1ms).
+        capture_interval: Duration [GoDuration] = Duration::from_millis(1),
     }
 }
 
@@ -497,6 +506,12 @@ impl Config {
         }
         if self.data.dir.as_os_str().is_empty() {
             return Err(invalid("data.dir", "required"));
+        }
+        if self.fuse.capture_interval.is_zero() {
+            return Err(invalid(
+                "fuse.capture-interval",
+                "must be greater than zero (e.g. 1ms)",
+            ));
         }
         let fuse = normalize(cwd, &self.fuse.dir);
         let data = normalize(cwd, &self.data.dir);

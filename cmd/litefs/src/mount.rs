@@ -82,6 +82,8 @@ pub(crate) fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
 
     let mount_opts = litefs_fuse::MountOptions {
         allow_other: config.fuse.allow_other,
+        passthrough: config.fuse.passthrough,
+        capture_interval: config.fuse.capture_interval,
         ..Default::default()
     };
     let mounted = litefs_fuse::mount(store.clone(), &config.fuse.dir, &mount_opts)

@@ -3,9 +3,10 @@
 
 use crate::names::{join, parse, Kind, KINDS};
 use fuser::{
-    BackgroundSession, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
-    INodeNo, LockOwner, MountOption, OpenFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
-    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, WriteFlags,
+    BackgroundSession, BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
+    Generation, INodeNo, InitFlags, KernelConfig, LockOwner, MountOption, OpenFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
+    ReplyWrite, Request, WriteFlags,
 };
 use litefs_store::{Db, Store, StoreError};
 use std::collections::HashMap;
@@ -13,8 +14,8 @@ use std::ffi::OsStr;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const TTL: Duration = Duration::from_secs(1);
@@ -30,6 +31,13 @@ pub struct MountOptions {
     pub allow_other: bool,
     /// Request-dispatch threads.
     pub threads: usize,
+    /// Hand WAL and WAL-index I/O to the kernel (FUSE passthrough) when the
+    /// kernel offers it; otherwise, or when false, every read and write of
+    /// them passes through this process (classic FUSE I/O).
+    pub passthrough: bool,
+    /// How often commits written behind the store's back (passthrough) are
+    /// captured when no barrier forces it sooner.
+    pub capture_interval: Duration,
 }
 
 impl Default for MountOptions {
@@ -37,6 +45,8 @@ impl Default for MountOptions {
         MountOptions {
             allow_other: false,
             threads: std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8)),
+            passthrough: true,
+            capture_interval: Duration::from_millis(1),
         }
     }
 }
@@ -45,6 +55,57 @@ impl Default for MountOptions {
 pub struct Mounted {
     session: Option<BackgroundSession>,
     dir: PathBuf,
+    poller: Option<Poller>,
+}
+
+/// The thread that captures lazily written WAL commits between barriers.
+struct Poller {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Poller {
+    fn spawn(store: Arc<Store>, interval: Duration) -> std::io::Result<Poller> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("litefs-capture".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    if !capture_all(&store) {
+                        // Persistent failures are logged once a second, not
+                        // once per tick.
+                        std::thread::sleep(Duration::from_secs(1));
+                    }
+                    std::thread::sleep(interval);
+                }
+                capture_all(&store);
+            })?;
+        Ok(Poller { stop, thread })
+    }
+
+    fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if self.thread.join().is_err() {
+            tracing::error!("capture thread panicked");
+        }
+    }
+}
+
+/// Captures the published WAL commits of every lazily captured database;
+/// false if any failed (each failure is logged).
+fn capture_all(store: &Store) -> bool {
+    let mut ok = true;
+    for db in store.dbs() {
+        if !db.wal_writable_behind() {
+            continue;
+        }
+        if let Err(e) = db.capture_wal() {
+            tracing::error!(db = db.name(), error = %e, "WAL capture failed");
+            ok = false;
+        }
+    }
+    ok
 }
 
 impl std::fmt::Debug for Mounted {
@@ -65,6 +126,16 @@ impl Mounted {
         let Some(s) = self.session.take() else {
             return Ok(());
         };
+        // After the unmount no client can write; the poller's last pass
+        // then captures everything that is left.
+        let r = self.unmount_session(s);
+        if let Some(p) = self.poller.take() {
+            p.stop();
+        }
+        r
+    }
+
+    fn unmount_session(&mut self, s: BackgroundSession) -> std::io::Result<()> {
         if let Err(e) = s.umount_and_join() {
             tracing::warn!(dir = %self.dir.display(), error = %e, "unmount failed; detaching lazily");
             let status = std::process::Command::new("fusermount3")
@@ -94,7 +165,7 @@ impl Drop for Mounted {
 
 /// Mounts `store` at `dir` and serves it on background threads.
 pub fn mount(store: Arc<Store>, dir: &Path, opts: &MountOptions) -> std::io::Result<Mounted> {
-    let fs = LiteFs::new(store);
+    let fs = LiteFs::new(store.clone(), opts.passthrough);
     let mut config = fuser::Config::default();
     config.mount_options = vec![
         MountOption::FSName("litefs".into()),
@@ -108,9 +179,11 @@ pub fn mount(store: Arc<Store>, dir: &Path, opts: &MountOptions) -> std::io::Res
     config.n_threads = Some(opts.threads.max(1));
     config.clone_fd = opts.threads > 1;
     let session = fuser::spawn_mount(fs, dir, &config)?;
+    let poller = Poller::spawn(store, opts.capture_interval)?;
     Ok(Mounted {
         session: Some(session),
         dir: dir.to_path_buf(),
+        poller: Some(poller),
     })
 }
 
@@ -119,6 +192,10 @@ struct Handle {
     db: Arc<Db>,
     kind: Kind,
     file: Option<File>,
+    /// The kernel's reference to the backing file when its I/O bypasses
+    /// this process; shared by every open of the same inode, as the kernel
+    /// requires.
+    backing: Option<Arc<BackingId>>,
 }
 
 struct LiteFs {
@@ -133,6 +210,12 @@ struct LiteFs {
     /// Open handles on each database file: when the last closes, writes
     /// made without a journal are committed (see `Db::database_synced`).
     db_handles: std::sync::Mutex<HashMap<String, usize>>,
+    /// Whether passthrough was asked for, and whether it is in use (the
+    /// kernel granted it and registering backing files works).
+    passthrough_wanted: bool,
+    passthrough: AtomicBool,
+    /// One backing registration per inode while any open uses it.
+    backing: Mutex<HashMap<u64, Weak<BackingId>>>,
     uid: u32,
     gid: u32,
 }
@@ -158,7 +241,7 @@ fn store_errno(db: &str, what: &str, e: StoreError) -> Errno {
 }
 
 impl LiteFs {
-    fn new(store: Arc<Store>) -> LiteFs {
+    fn new(store: Arc<Store>, passthrough: bool) -> LiteFs {
         // SAFETY: getuid/getgid have no preconditions and cannot fail.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
         LiteFs {
@@ -168,6 +251,9 @@ impl LiteFs {
             next_fh: AtomicU64::new(1),
             dirty_dirs: Default::default(),
             db_handles: Default::default(),
+            passthrough_wanted: passthrough,
+            passthrough: AtomicBool::new(false),
+            backing: Default::default(),
             uid,
             gid,
         }
@@ -324,7 +410,13 @@ impl LiteFs {
         self.attr_of(&db, kind)
     }
 
-    fn add_handle(&self, db: Arc<Db>, kind: Kind, file: Option<File>) -> u64 {
+    fn add_handle(
+        &self,
+        db: Arc<Db>,
+        kind: Kind,
+        file: Option<File>,
+        backing: Option<Arc<BackingId>>,
+    ) -> u64 {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         if kind == Kind::Database {
             if let Ok(mut n) = self.db_handles.lock() {
@@ -332,7 +424,15 @@ impl LiteFs {
             }
         }
         if let Ok(mut h) = self.handles.write() {
-            h.insert(fh, Arc::new(Handle { db, kind, file }));
+            h.insert(
+                fh,
+                Arc::new(Handle {
+                    db,
+                    kind,
+                    file,
+                    backing,
+                }),
+            );
         }
         fh
     }
@@ -345,7 +445,88 @@ impl LiteFs {
             .ok_or(Errno::EBADF)
     }
 
-    fn open_backing(path: &Path, flags: i32, create: bool) -> Result<File, Errno> {
+    /// Whether opens of `kind` hand their I/O to the kernel. Only the WAL
+    /// and the WAL index: their commits are recoverable from the files at
+    /// barriers. Database and journal writes carry what capture must see
+    /// as it happens (dirty pages, the journal's finalisation).
+    fn wants_passthrough(&self, kind: Kind) -> bool {
+        matches!(kind, Kind::Wal | Kind::Shm) && self.passthrough.load(Ordering::Relaxed)
+    }
+
+    /// The backing registration of inode `ino`: the live one if any open
+    /// holds it (the kernel refuses a second backing file per inode), else
+    /// a new one from `register`. A failed registration turns passthrough
+    /// off for the rest of the mount and the open continues classically.
+    fn backing_for(
+        &self,
+        ino: u64,
+        register: impl FnOnce() -> std::io::Result<BackingId>,
+    ) -> Option<Arc<BackingId>> {
+        let mut map = self.backing.lock().ok()?;
+        if let Some(b) = map.get(&ino).and_then(Weak::upgrade) {
+            return Some(b);
+        }
+        match register() {
+            Ok(b) => {
+                let b = Arc::new(b);
+                map.retain(|_, w| w.strong_count() > 0);
+                map.insert(ino, Arc::downgrade(&b));
+                Some(b)
+            }
+            Err(e) => {
+                if self.passthrough.swap(false, Ordering::Relaxed) {
+                    tracing::warn!(error = %e, "registering a backing file for FUSE passthrough failed; using classic FUSE I/O from now on");
+                }
+                None
+            }
+        }
+    }
+
+    /// Opens the backing file of `kind` for an open with `flags`: for
+    /// passthrough always read-write, since one backing file serves every
+    /// open of the inode (the kernel still enforces each open's mode).
+    fn open_for(
+        &self,
+        db: &Db,
+        kind: Kind,
+        flags: i32,
+        create: bool,
+    ) -> Result<Option<File>, Errno> {
+        let Some(path) = Self::backing(db, kind) else {
+            return Ok(None);
+        };
+        let flags = if self.wants_passthrough(kind) {
+            libc::O_RDWR
+        } else {
+            flags
+        };
+        Self::openbacking(&path, flags, create).map(Some)
+    }
+
+    /// Finishes an open: registers the handle, and for passthrough the
+    /// backing file, before the client can do any I/O through it.
+    fn finish_open(
+        &self,
+        ino: u64,
+        db: Arc<Db>,
+        kind: Kind,
+        file: Option<File>,
+        register: impl FnOnce(&File) -> std::io::Result<BackingId>,
+    ) -> (u64, Option<Arc<BackingId>>) {
+        let backing = match &file {
+            Some(f) if self.wants_passthrough(kind) => self.backing_for(ino, || register(f)),
+            _ => None,
+        };
+        if backing.is_some() && kind == Kind::Wal {
+            if let Err(e) = db.wal_handle(true) {
+                tracing::error!(db = db.name(), error = %e, "WAL open");
+            }
+        }
+        let fh = self.add_handle(db, kind, file, backing.clone());
+        (fh, backing)
+    }
+
+    fn openbacking(path: &Path, flags: i32, create: bool) -> Result<File, Errno> {
         let acc = flags & libc::O_ACCMODE;
         let mut o = OpenOptions::new();
         o.read(acc == libc::O_RDONLY || acc == libc::O_RDWR)
@@ -387,6 +568,10 @@ impl LiteFs {
 
     fn do_truncate(&self, db: &Db, kind: Kind, size: u64) -> Result<(), Errno> {
         let path = Self::backing(db, kind).ok_or(Errno::EACCES)?;
+        if matches!(kind, Kind::Wal | Kind::Database) {
+            db.capture_wal()
+                .map_err(|e| store_errno(db.name(), "WAL capture", e))?;
+        }
         if kind == Kind::Journal && size == 0 {
             db.journal_finalizing()
                 .map_err(|e| store_errno(db.name(), "journal commit", e))?;
@@ -440,15 +625,26 @@ impl LiteFs {
                 std::fs::remove_file(&db.paths().journal).map_err(|e| errno(&e))
             }
             Kind::Wal => {
+                db.capture_wal()
+                    .map_err(|e| store_errno(dbname, "WAL capture", e))?;
                 std::fs::remove_file(&db.paths().wal).map_err(|e| errno(&e))?;
                 db.wal_reset()
                     .map_err(|e| store_errno(dbname, "WAL reset", e))
             }
-            Kind::Shm => std::fs::remove_file(&db.paths().shm).map_err(|e| errno(&e)),
+            Kind::Shm => {
+                std::fs::remove_file(&db.paths().shm).map_err(|e| errno(&e))?;
+                db.shm_removed();
+                Ok(())
+            }
         }
     }
 
-    fn do_create(&self, parent: u64, name: &OsStr, flags: i32) -> Result<(FileAttr, u64), Errno> {
+    fn do_create(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        flags: i32,
+    ) -> Result<(FileAttr, Arc<Db>, Kind, Option<File>), Errno> {
         let path = self.child(parent, name)?;
         if self.store.dir_exists(&path) {
             return Err(Errno::EISDIR);
@@ -464,12 +660,10 @@ impl LiteFs {
                 .map_err(|e| store_errno(dbname, "create", e))?,
             _ => self.store.db(dbname).ok_or(Errno::ENOENT)?,
         };
-        let path = Self::backing(&db, kind).ok_or(Errno::EPERM)?;
         self.dir_changed(&db);
-        let file = Self::open_backing(&path, flags, true)?;
+        let file = self.open_for(&db, kind, flags, true)?;
         let attr = self.attr_of(&db, kind)?;
-        let fh = self.add_handle(db, kind, Some(file));
-        Ok((attr, fh))
+        Ok((attr, db, kind, file))
     }
 
     fn readdir_entries(&self, ino: u64) -> Result<Vec<(u64, FileType, String)>, Errno> {
@@ -549,14 +743,41 @@ impl LiteFs {
 const LAG_CONTENT: &str = "+000000000\n";
 
 impl Filesystem for LiteFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        if !self.passthrough_wanted {
+            tracing::info!("FUSE passthrough off by configuration; using classic FUSE I/O");
+            return Ok(());
+        }
+        match config.add_capabilities(InitFlags::FUSE_PASSTHROUGH) {
+            Ok(()) => {
+                // 2: the data directory may itself be on a stacked
+                // filesystem (overlayfs in a container).
+                if let Err(max) = config.set_max_stack_depth(2) {
+                    let _ = config.set_max_stack_depth(max);
+                }
+                self.passthrough.store(true, Ordering::Relaxed);
+                tracing::info!("FUSE passthrough on for WAL and WAL-index I/O");
+            }
+            Err(_) => tracing::warn!(
+                "kernel lacks FUSE passthrough (needs Linux 6.9+ with CONFIG_FUSE_PASSTHROUGH); \
+                 using classic FUSE I/O"
+            ),
+        }
+        Ok(())
+    }
+
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match self.lookup_child(parent.0, name) {
-            // SQLite creates and removes side files all the time; never let
-            // the kernel answer for their existence from a stale entry.
-            Ok(attr) if attr.kind == FileType::RegularFile && is_side_file(name) => {
-                reply.entry_with_ttls(&TTL, &Duration::ZERO, &attr, Generation(0))
-            }
             Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
+            // SQLite looks for a hot journal and a WAL before every read
+            // transaction. Side files only come and go through this mount
+            // (creat, unlink), which updates the kernel's cache, so the
+            // kernel may remember their absence too (inode 0: a negative
+            // entry) instead of asking each time.
+            Err(e) if e == Errno::ENOENT && is_side_file(name) => {
+                let attr = self.file_attr(0, 0, UNIX_EPOCH, 0);
+                reply.entry(&TTL, &attr, Generation(0))
+            }
             Err(e) => reply.error(e),
         }
     }
@@ -644,19 +865,20 @@ impl Filesystem for LiteFs {
             return reply.opened(FileHandle(0), FopenFlags::FOPEN_DIRECT_IO);
         }
         let r = self.resolve(ino.0).and_then(|(db, kind)| {
-            let file = match Self::backing(&db, kind) {
-                Some(p) => Some(Self::open_backing(&p, flags.0, false)?),
-                None => None,
-            };
+            let file = self.open_for(&db, kind, flags.0, false)?;
             let cache = if file.is_some() {
                 FopenFlags::FOPEN_KEEP_CACHE
             } else {
                 FopenFlags::FOPEN_DIRECT_IO
             };
-            Ok((self.add_handle(db, kind, file), cache))
+            let (fh, backing) = self.finish_open(ino.0, db, kind, file, |f| reply.open_backing(f));
+            Ok((fh, cache, backing))
         });
         match r {
-            Ok((fh, cache)) => reply.opened(FileHandle(fh), cache),
+            Ok((fh, _, Some(b))) => {
+                reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &b)
+            }
+            Ok((fh, cache, None)) => reply.opened(FileHandle(fh), cache),
             Err(e) => reply.error(e),
         }
     }
@@ -671,15 +893,28 @@ impl Filesystem for LiteFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        match self.do_create(parent.0, name, flags) {
-            Ok((attr, fh)) => reply.created(
+        let (attr, db, kind, file) = match self.do_create(parent.0, name, flags) {
+            Ok(r) => r,
+            Err(e) => return reply.error(e),
+        };
+        let ino = attr.ino.0;
+        let (fh, backing) = self.finish_open(ino, db, kind, file, |f| reply.open_backing(f));
+        match backing {
+            Some(b) => reply.created_passthrough(
+                &TTL,
+                &attr,
+                Generation(0),
+                FileHandle(fh),
+                FopenFlags::empty(),
+                &b,
+            ),
+            None => reply.created(
                 &TTL,
                 &attr,
                 Generation(0),
                 FileHandle(fh),
                 FopenFlags::FOPEN_KEEP_CACHE,
             ),
-            Err(e) => reply.error(e),
         }
     }
 
@@ -702,7 +937,13 @@ impl Filesystem for LiteFs {
             Err(e) => return reply.error(e),
         };
         match (&h.file, h.kind) {
-            (None, Kind::Pos) => reply.data(slice_at(h.db.pos_file().as_bytes(), offset, size)),
+            (None, Kind::Pos) => {
+                // A barrier: the position includes every published commit.
+                if let Err(e) = h.db.capture_wal() {
+                    return reply.error(store_errno(h.db.name(), "WAL capture", e));
+                }
+                reply.data(slice_at(h.db.pos_file().as_bytes(), offset, size))
+            }
             (None, _) => reply.data(&[]),
             (Some(f), _) => {
                 let mut buf = vec![0u8; size as usize];
@@ -763,6 +1004,14 @@ impl Filesystem for LiteFs {
         reply: ReplyEmpty,
     ) {
         let removed = self.handles.write().ok().and_then(|mut h| h.remove(&fh.0));
+        if let Some(h) = removed
+            .as_ref()
+            .filter(|h| h.kind == Kind::Wal && h.backing.is_some())
+        {
+            if let Err(e) = h.db.wal_handle(false) {
+                tracing::error!(db = h.db.name(), error = %e, "capture at WAL close failed");
+            }
+        }
         if let Some(h) = removed.filter(|h| h.kind == Kind::Database) {
             let last = self
                 .db_handles
@@ -846,6 +1095,10 @@ impl Filesystem for LiteFs {
         reply.ok();
     }
 
+    // No extended attributes. Answering ENOSYS makes the kernel stop
+    // asking: every write checks `security.capability` otherwise, a round
+    // trip per write even when the write itself bypasses this process
+    // (passthrough).
     fn getxattr(
         &self,
         _req: &Request,
@@ -854,15 +1107,11 @@ impl Filesystem for LiteFs {
         _size: u32,
         reply: fuser::ReplyXattr,
     ) {
-        reply.error(Errno::from_i32(libc::ENODATA));
+        reply.error(Errno::ENOSYS);
     }
 
-    fn listxattr(&self, _req: &Request, _ino: INodeNo, size: u32, reply: fuser::ReplyXattr) {
-        if size == 0 {
-            reply.size(0);
-        } else {
-            reply.data(&[]);
-        }
+    fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: fuser::ReplyXattr) {
+        reply.error(Errno::ENOSYS);
     }
 
     fn fsyncdir(

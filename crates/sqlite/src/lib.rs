@@ -56,6 +56,7 @@ mod error;
 mod header;
 mod io;
 mod journal;
+mod shm;
 mod wal;
 
 pub use error::SqliteError;
@@ -66,6 +67,7 @@ pub use journal::{
     read_journal, read_journal_with, JournalHeader, JournalPages, JOURNAL_HEADER_SIZE,
     JOURNAL_MAGIC, JOURNAL_NREC_NOSYNC,
 };
+pub use shm::{WalIndexHeader, WAL_INDEX_HEADER_SIZE};
 pub use wal::{
     scan_wal, wal_checksum, WalFrameHeader, WalHeader, WalScanner, WalTxn, WAL_FRAME_HEADER_SIZE,
     WAL_HEADER_SIZE, WAL_MAGIC_BE, WAL_MAGIC_LE, WAL_VERSION,

@@ -8,7 +8,8 @@ use litefs_ltx::{
     Pos, Txid, Version, FLAG_COMPRESS_LZ4,
 };
 use litefs_sqlite::{
-    scan_wal, DbHeader, WalFrameHeader, WalHeader, WalTxn, WAL_FRAME_HEADER_SIZE, WAL_HEADER_SIZE,
+    scan_wal, DbHeader, WalFrameHeader, WalHeader, WalIndexHeader, WalTxn, WAL_FRAME_HEADER_SIZE,
+    WAL_HEADER_SIZE, WAL_INDEX_HEADER_SIZE,
 };
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, ErrorKind};
@@ -91,6 +92,14 @@ struct State {
     wal_file: Option<File>,
     /// Whether journal-less writes were reported in the log already.
     journal_less_logged: bool,
+    /// Whether WAL writes have bypassed the store (FUSE passthrough) in
+    /// this process: commits are then captured at barriers (see
+    /// [`Db::capture_wal`]) instead of when the commit frame is written.
+    wal_lazy: bool,
+    /// Opens through which WAL writes bypass the store.
+    wal_handles: usize,
+    /// The WAL index, kept open while it exists.
+    shm_file: Option<File>,
 }
 
 impl State {
@@ -108,6 +117,9 @@ impl State {
             journal_hot: false,
             wal_file: None,
             journal_less_logged: false,
+            wal_lazy: false,
+            wal_handles: 0,
+            shm_file: None,
         }
     }
 }
@@ -301,6 +313,7 @@ impl Db {
             None,
             db.as_ref(),
             WalRange::default(),
+            1,
         )
     }
 
@@ -349,8 +362,16 @@ impl Db {
     /// Records that the database file is about to be written at `offset`:
     /// in rollback mode these are the transaction's pages (the journal
     /// alone misses pages reused from the freelist).
+    ///
+    /// When WAL writes bypass the store, this is also capture's barrier: a
+    /// checkpoint copies committed frames into the database file before
+    /// SQLite may restart the WAL over them, so every published commit is
+    /// captured before the first such write lands.
     pub fn database_writing(&self, offset: u64, len: usize) -> Result<(), StoreError> {
         let mut st = self.lock()?;
+        if st.wal_lazy {
+            self.capture_wal_locked(&mut st)?;
+        }
         let end = offset + len as u64;
         let e = st.dirty.entry(offset).or_insert(end);
         *e = (*e).max(end);
@@ -445,16 +466,18 @@ impl Db {
             offset: WAL_HEADER_SIZE as u64,
             checksum: header.checksum,
         };
-        for txn in txns {
-            if txn.end <= captured_end {
-                // Already in an LTX file: fold its pages into the state silently.
-                self.fold_wal_txn(st, w, header.page_size, &txn)?;
-            } else {
-                self.capture_wal_txn(st, w, &header, &txn)?;
-                tracing::info!(db = %self.name, txid = %st.pos.txid, "captured WAL transaction found at start-up");
-            }
-            cursor.offset = txn.end;
-            cursor.checksum = txn.checksum;
+        let split = txns.partition_point(|t| t.end <= captured_end);
+        for txn in &txns[..split] {
+            // Already in an LTX file: fold its pages into the state silently.
+            self.fold_wal_txn(st, w, header.page_size, txn)?;
+        }
+        if let Some(last) = txns.last() {
+            cursor.offset = last.end;
+            cursor.checksum = last.checksum;
+        }
+        if split < txns.len() {
+            self.capture_wal_txns(st, w, &header, &txns[split..])?;
+            tracing::info!(db = %self.name, txns = txns.len() - split, txid = %st.pos.txid, "captured WAL transactions found at start-up");
         }
         st.wal = Some(cursor);
         Ok(())
@@ -553,14 +576,148 @@ impl Db {
         let txns =
             scan_wal(w, &cur.header, cur.offset, cur.checksum, Some(limit)).ctx(&self.paths.wal)?;
         st.dirty.clear();
-        for txn in txns {
-            self.capture_wal_txn(st, w, &cur.header, &txn)?;
-            if let Some(c) = st.wal.as_mut() {
-                c.offset = txn.end;
-                c.checksum = txn.checksum;
-            }
+        self.capture_wal_txns(st, w, &cur.header, &txns)?;
+        if let (Some(c), Some(last)) = (st.wal.as_mut(), txns.last()) {
+            c.offset = last.end;
+            c.checksum = last.checksum;
         }
         Ok(())
+    }
+
+    /// Captures every WAL transaction SQLite has published since the last
+    /// capture, as one LTX file spanning their TXIDs. A barrier: call it
+    /// before anything that must see every commit (a position read, a
+    /// checkpoint's database write, the WAL's truncation or removal) and
+    /// periodically so that replication follows. Cheap when nothing is new:
+    /// one read of the WAL index header. A no-op unless the WAL is lazy.
+    /// Returns how many transactions were captured.
+    pub fn capture_wal(&self) -> Result<usize, StoreError> {
+        let mut st = self.lock()?;
+        if !st.wal_lazy {
+            return Ok(0);
+        }
+        self.capture_wal_locked(&mut st)
+    }
+
+    /// Records that an open handing WAL I/O to the kernel began (`true`) or
+    /// ended (`false`). When the last one ends, what it wrote is captured
+    /// at once: a client killed between commits leaves the WAL behind.
+    pub fn wal_handle(&self, open: bool) -> Result<(), StoreError> {
+        let mut st = self.lock()?;
+        if open {
+            st.wal_lazy = true;
+            st.wal_handles += 1;
+            return Ok(());
+        }
+        st.wal_handles = st.wal_handles.saturating_sub(1);
+        if st.wal_handles == 0 {
+            self.capture_wal_locked(&mut st)?;
+            // Nothing can write the WAL behind the store now; drop the
+            // cached files so a removed WAL is not held open.
+            st.wal_file = None;
+            st.shm_file = None;
+        }
+        Ok(())
+    }
+
+    /// Whether any open hands WAL writes to the kernel: only then can new
+    /// commits appear without a request passing through the store, so only
+    /// then does the periodic capture need to look.
+    pub fn wal_writable_behind(&self) -> bool {
+        self.state.lock().is_ok_and(|s| s.wal_handles > 0)
+    }
+
+    /// Tells the store the WAL index was removed.
+    pub fn shm_removed(&self) {
+        if let Ok(mut st) = self.state.lock() {
+            st.shm_file = None;
+        }
+    }
+
+    /// The WAL index header, when the `-shm` file holds a valid one.
+    fn wal_index_header(&self, st: &mut State) -> Option<WalIndexHeader> {
+        if st.shm_file.is_none() {
+            st.shm_file = File::open(&self.paths.shm).ok();
+        }
+        let f = st.shm_file.as_ref()?;
+        let mut b = [0u8; 2 * WAL_INDEX_HEADER_SIZE];
+        // A writer updates the two copies one after the other; retry a few
+        // times while they disagree.
+        for _ in 0..8 {
+            if f.read_exact_at(&mut b, 0).is_err() {
+                return None;
+            }
+            if let Some(h) = WalIndexHeader::parse(&b) {
+                return Some(h);
+            }
+            std::hint::spin_loop();
+        }
+        None
+    }
+
+    fn capture_wal_locked(&self, st: &mut State) -> Result<usize, StoreError> {
+        let w = match st.wal_file.take() {
+            Some(w) => w,
+            None => match open_read(&self.paths.wal)? {
+                Some(w) => w,
+                None => return Ok(0),
+            },
+        };
+        let r = self.capture_wal_from(st, &w);
+        st.wal_file = Some(w);
+        r
+    }
+
+    fn capture_wal_from(&self, st: &mut State, w: &File) -> Result<usize, StoreError> {
+        let mut hb = [0u8; WAL_HEADER_SIZE];
+        if w.read_exact_at(&mut hb, 0).is_err() {
+            return Ok(0);
+        }
+        let Ok(header) = WalHeader::parse(&hb) else {
+            return Ok(0);
+        };
+        // A cursor from another WAL generation is spent: SQLite restarts
+        // the WAL only after a checkpoint copied every frame, and the
+        // checkpoint's first database write captured them all.
+        let cur = match st.wal {
+            Some(c)
+                if c.header.salt1 == header.salt1
+                    && c.header.salt2 == header.salt2
+                    && c.header.page_size == header.page_size =>
+            {
+                c
+            }
+            _ => WalCursor {
+                header,
+                offset: WAL_HEADER_SIZE as u64,
+                checksum: header.checksum,
+            },
+        };
+        // Only what SQLite has published is committed: a commit frame past
+        // the index's last frame belongs to a writer that died before
+        // publishing it, and the next writer will overwrite it. Without a
+        // live index (all connections gone), the WAL alone decides, as
+        // SQLite's recovery does.
+        let limit = match self.wal_index_header(st) {
+            Some(ih) if ih.matches(&header) => {
+                let end = WAL_HEADER_SIZE as u64 + u64::from(ih.mx_frame) * header.frame_size();
+                if end <= cur.offset {
+                    st.wal = Some(cur);
+                    return Ok(0);
+                }
+                Some(end)
+            }
+            _ => None,
+        };
+        let txns = scan_wal(w, &header, cur.offset, cur.checksum, limit).ctx(&self.paths.wal)?;
+        let mut next = cur;
+        if let Some(last) = txns.last() {
+            self.capture_wal_txns(st, w, &header, &txns)?;
+            next.offset = last.end;
+            next.checksum = last.checksum;
+        }
+        st.wal = Some(next);
+        Ok(txns.len())
     }
 
     /// Called when the WAL file is removed or truncated to zero: capture has
@@ -572,35 +729,54 @@ impl Db {
         Ok(())
     }
 
-    fn capture_wal_txn(
+    /// Captures consecutive committed WAL transactions as one LTX file
+    /// spanning their TXIDs: the latest frame of every page they wrote, the
+    /// size after the last. A replica applying it lands exactly where the
+    /// last of them left the database.
+    fn capture_wal_txns(
         &self,
         st: &mut State,
         w: &File,
         header: &WalHeader,
-        txn: &WalTxn,
+        txns: &[WalTxn],
     ) -> Result<(), StoreError> {
+        let (Some(first), Some(last)) = (txns.first(), txns.last()) else {
+            return Ok(());
+        };
         let range = WalRange {
-            offset: txn.start as i64,
-            size: (txn.end - txn.start) as i64,
+            offset: first.start as i64,
+            size: (last.end - first.start) as i64,
             salt1: header.salt1,
             salt2: header.salt2,
         };
         let ps = header.page_size;
+        let commit = last.commit;
+        let mut latest = std::collections::BTreeMap::new();
+        for t in txns {
+            latest.extend(t.pages.iter().copied());
+        }
         let db = open_read(&self.paths.database)?;
         let pages: Vec<(u32, Source)> = if st.pos.txid.0 == 0 || st.page_size != ps {
             // First transaction, or a new page size: a snapshot of every page.
-            let in_wal: std::collections::HashMap<u32, u64> = txn.pages.iter().copied().collect();
-            (1..=txn.commit)
-                .map(|p| (p, in_wal.get(&p).map_or(Source::Db, |&o| Source::Wal(o))))
+            (1..=commit)
+                .map(|p| (p, latest.get(&p).map_or(Source::Db, |&o| Source::Wal(o))))
                 .collect()
         } else {
-            txn.pages
-                .iter()
-                .filter(|(p, _)| *p <= txn.commit)
-                .map(|&(p, o)| (p, Source::Wal(o)))
+            latest
+                .range(..=commit)
+                .map(|(&p, &o)| (p, Source::Wal(o)))
                 .collect()
         };
-        self.write_ltx(st, ps, txn.commit, &pages, Some(w), db.as_ref(), range)
+        self.write_ltx(
+            st,
+            ps,
+            commit,
+            &pages,
+            Some(w),
+            db.as_ref(),
+            range,
+            txns.len() as u64,
+        )
     }
 
     /// Called before a rollback journal is finalised (deleted, truncated to
@@ -713,12 +889,14 @@ impl Db {
             None,
             Some(&db),
             WalRange::default(),
+            1,
         )
     }
 
-    /// Encodes one LTX file for the transaction that takes the database to
-    /// `commit` pages with `pages` changed, moving the checksum page by page;
-    /// writes nothing when the transaction changed nothing (a rollback).
+    /// Encodes one LTX file for the `txns` transactions (one TXID each) that
+    /// take the database to `commit` pages with `pages` changed, moving the
+    /// checksum page by page; writes nothing when they changed nothing (a
+    /// rollback).
     #[allow(clippy::too_many_arguments)]
     fn write_ltx(
         &self,
@@ -729,6 +907,7 @@ impl Db {
         wal: Option<&File>,
         db: Option<&File>,
         range: WalRange,
+        txns: u64,
     ) -> Result<(), StoreError> {
         let snapshot = st.pos.txid.0 == 0 || st.page_size != page_size;
         if snapshot {
@@ -737,7 +916,7 @@ impl Db {
             st.commit = 0;
             st.checksum = Checksum::EMPTY;
         }
-        let txid = Txid(st.pos.txid.0 + 1);
+        let txid = Txid(st.pos.txid.0 + txns.max(1));
         let lock = lock_pgno(page_size);
         let header = Header {
             flags: if self.opts.compress {
@@ -747,7 +926,11 @@ impl Db {
             },
             page_size,
             commit,
-            min_txid: if snapshot { Txid(1) } else { txid },
+            min_txid: if snapshot {
+                Txid(1)
+            } else {
+                Txid(st.pos.txid.0 + 1)
+            },
             max_txid: txid,
             timestamp: now_ms(),
             pre_apply_checksum: if snapshot {
@@ -851,9 +1034,12 @@ impl Db {
     /// from the deletion.
     pub fn drop_files(&self) -> Result<(), StoreError> {
         let mut st = self.lock()?;
+        if st.wal_lazy {
+            self.capture_wal_locked(&mut st)?;
+        }
         if st.commit > 0 && st.page_size > 0 {
             let ps = st.page_size;
-            self.write_ltx(&mut st, ps, 0, &[], None, None, WalRange::default())?;
+            self.write_ltx(&mut st, ps, 0, &[], None, None, WalRange::default(), 1)?;
         }
         st.dirty.clear();
         match std::fs::remove_file(&self.paths.database) {

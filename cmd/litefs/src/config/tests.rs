@@ -624,3 +624,21 @@ fn other_yaml_problems_are_one_line() {
     let e = parse_err("\tdata: 1\n");
     assert!(e.starts_with("litefs.yml: line 1: "), "{e}");
 }
+
+#[test]
+fn fuse_io_keys() {
+    let c = valid(&format!("{STATIC}fuse:\n  dir: /f\n"));
+    assert!(c.fuse.passthrough);
+    assert_eq!(c.fuse.capture_interval, Duration::from_millis(1));
+    let c = valid(&format!(
+        "{STATIC}fuse:\n  dir: /f\n  passthrough: false\n  capture-interval: 250us\n"
+    ));
+    assert!(!c.fuse.passthrough);
+    assert_eq!(c.fuse.capture_interval, Duration::from_micros(250));
+    let e = invalid_err(&format!(
+        "{STATIC}fuse:\n  dir: /f\n  capture-interval: 0s\n"
+    ));
+    assert!(e.contains("fuse.capture-interval"), "{e}");
+    let e = parse_err("fuse:\n  passthrough: sometimes\n");
+    assert!(e.contains("fuse.passthrough"), "{e}");
+}

@@ -1,0 +1,195 @@
+//! Capture's barriers. With FUSE passthrough, WAL writes never reach the
+//! daemon: commits are captured when something must see them (a `-pos`
+//! read, a checkpoint's first database write, the WAL's truncation or
+//! last close) and by a periodic pass. These tests turn the periodic pass
+//! off (an hour) so that only the barriers can have captured anything, and
+//! check the LTX chain against the database. They run on the classic path
+//! too (`LITEFS_TEST_IO=classic`), where every commit is captured as its
+//! commit frame is written; the chain must be just as right.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use litefs_fuse_tests::replay::{checksum, replay_dir};
+use litefs_fuse_tests::{classic_io, fuse_available, sqlite3, Node};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// Runs a Python sqlite3 script with the database path as `sys.argv[1]`.
+fn python(script: &str, db: &std::path::Path) -> String {
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(db)
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success(),
+        "python failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Replays the LTX chain of `db` and checks it rebuilds the database.
+fn check_chain(node: &Node, db: &str) -> litefs_fuse_tests::replay::Replayed {
+    let path = node.path(db);
+    assert_eq!(sqlite3(&path, "PRAGMA integrity_check;").trim(), "ok");
+    let _ = sqlite3(&path, "PRAGMA wal_checkpoint(TRUNCATE);");
+    let bytes = std::fs::read(&path).expect("read db");
+    let r = replay_dir(&node.ltx_dir(db));
+    assert!(r.bytes == bytes, "{db}: replayed database differs");
+    assert_eq!(checksum(&bytes, r.page_size), r.pos.post_apply_checksum);
+    r
+}
+
+/// LTX file names in a directory: (min, max) TXIDs.
+fn ltx_ranges(node: &Node, db: &str) -> Vec<(u64, u64)> {
+    let mut v: Vec<(u64, u64)> = std::fs::read_dir(node.ltx_dir(db))
+        .expect("ltx dir")
+        .filter_map(|e| {
+            let n = e.ok()?.file_name().into_string().ok()?;
+            let (min, max) = litefs_ltx::parse_file_name(&n)?;
+            Some((min.0, max.0))
+        })
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+const WAL_SESSION: &str = r#"
+import sqlite3, sys
+db = sys.argv[1]
+c = sqlite3.connect(db, isolation_level=None)
+c.execute("PRAGMA journal_mode=wal")
+c.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)")
+def pos():
+    return int(open(db + "-pos").read().split("/")[0], 16)
+base = pos()
+# -pos is a barrier: each read shows every commit so far, one TXID each.
+for i in range(1, 21):
+    c.execute("INSERT INTO t(v) VALUES (randomblob(200))")
+    assert pos() == base + i, (pos(), base + i)
+# Bring the database file to its final size first: a checkpoint that grows
+# the file truncates it upwards (a barrier of its own) before writing.
+print(c.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone())
+# Many commits with no barrier (updates: the file keeps its size), then a
+# checkpoint: its database writes and its final truncate are barriers that
+# must capture them before SQLite restarts the WAL over their frames.
+for i in range(200):
+    c.execute("UPDATE t SET v = randomblob(200) WHERE id = ?", (i % 20 + 1,))
+print(c.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone())
+# These overwrite the WAL from its start (a restart).
+for i in range(50):
+    c.execute("UPDATE t SET v = randomblob(300) WHERE id = ?", (i % 20 + 1,))
+print(pos())
+c.close()
+"#;
+
+#[test]
+fn barriers_capture_every_commit() {
+    if !fuse_available() {
+        return;
+    }
+    let node = Node::start_with_fuse("capture-interval: 1h");
+    let out = python(WAL_SESSION, &node.path("a.db"));
+    let r = check_chain(&node, "a.db");
+    // 1 (journal_mode) + 1 (create) + 20 + 200 + 50 commits.
+    assert_eq!(r.pos.txid.0, 272, "{out}");
+    let ranges = ltx_ranges(&node, "a.db");
+    let batched = ranges.iter().any(|(min, max)| max > min && *min > 1);
+    if classic_io() {
+        assert!(!batched, "classic capture writes one file per commit");
+    } else {
+        // With passthrough and no periodic pass, the 200 unobserved commits
+        // can only have been captured together, at the checkpoint.
+        assert!(batched, "expected a batched LTX file: {ranges:?}");
+    }
+}
+
+const KEEP_OPEN: &str = r#"
+import sqlite3, sys, time
+db = sys.argv[1]
+c = sqlite3.connect(db, isolation_level=None)
+c.execute("PRAGMA journal_mode=wal")
+c.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)")
+for i in range(100):
+    c.execute("INSERT INTO t(v) VALUES (randomblob(100))")
+sys.stdout.write("committed\n")
+sys.stdout.flush()
+time.sleep(30)
+"#;
+
+#[test]
+fn periodic_capture_follows_an_open_connection() {
+    if !fuse_available() {
+        return;
+    }
+    let node = Node::start_with_fuse("capture-interval: 5ms");
+    let mut child = Command::new("python3")
+        .arg("-c")
+        .arg(KEEP_OPEN)
+        .arg(node.path("b.db"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn python3");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "committed");
+    // No barrier: the connection stays open, nothing reads -pos. The LTX
+    // files must still reach the last commit (TXID 102) promptly.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut last = 0;
+    while Instant::now() < deadline {
+        last = ltx_ranges(&node, "b.db").last().map_or(0, |r| r.1);
+        if last >= 102 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(last, 102, "LTX files stopped short of the last commit");
+    check_chain(&node, "b.db");
+}
+
+const KILLED: &str = r#"
+import os, sqlite3, sys
+db = sys.argv[1]
+c = sqlite3.connect(db, isolation_level=None)
+c.execute("PRAGMA journal_mode=wal")
+c.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)")
+for i in range(100):
+    c.execute("INSERT INTO t(v) VALUES (randomblob(100))")
+os.kill(os.getpid(), 9)
+"#;
+
+#[test]
+fn last_close_of_a_killed_writer_captures_its_commits() {
+    if !fuse_available() {
+        return;
+    }
+    let node = Node::start_with_fuse("capture-interval: 1h");
+    let status = Command::new("python3")
+        .arg("-c")
+        .arg(KILLED)
+        .arg(node.path("c.db"))
+        .status()
+        .expect("run python3");
+    assert!(!status.success(), "the writer kills itself");
+    // The kernel closed the WAL when the process died; that close is the
+    // barrier. Nothing else has run: the LTX files alone must be complete.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline && ltx_ranges(&node, "c.db").last().map(|r| r.1) != Some(102) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(ltx_ranges(&node, "c.db").last().map(|r| r.1), Some(102));
+    let r = check_chain(&node, "c.db");
+    assert_eq!(r.pos.txid.0, 102);
+    assert_eq!(
+        sqlite3(&node.path("c.db"), "SELECT count(*) FROM t;").trim(),
+        "100"
+    );
+}
