@@ -233,6 +233,13 @@ impl Node {
         );
     }
 
+    /// Reads `<db>-pos` on the mount and returns it. A barrier: the daemon
+    /// captures every published commit and writes every pending LTX file
+    /// first, so call it before reading the LTX directory.
+    pub fn sync_pos(&self, db: &str) -> String {
+        std::fs::read_to_string(self.path(&format!("{db}-pos"))).expect("read -pos")
+    }
+
     /// The daemon's log so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

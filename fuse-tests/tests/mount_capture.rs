@@ -17,6 +17,7 @@ fn check_chain(node: &Node, db: &str) {
     // Fold the WAL into the database so the file alone is the state.
     let _ = sqlite3(&path, "PRAGMA wal_checkpoint(TRUNCATE);");
     let bytes = std::fs::read(&path).expect("read db through the mount");
+    let pos = node.sync_pos(db);
     let r = replay_dir(&node.ltx_dir(&db.replace('/', "%2F")));
     assert_eq!(r.bytes.len(), bytes.len(), "{db}: replayed size");
     if r.bytes != bytes {
@@ -32,7 +33,6 @@ fn check_chain(node: &Node, db: &str) {
         );
     }
     assert_eq!(checksum(&bytes, r.page_size), r.pos.post_apply_checksum);
-    let pos = std::fs::read_to_string(node.path(&format!("{db}-pos"))).expect("read -pos");
     assert_eq!(pos, format!("{}\n", r.pos), "{db}-pos");
 }
 

@@ -35,6 +35,7 @@ fn check_chain(node: &Node, db: &str) -> litefs_fuse_tests::replay::Replayed {
     assert_eq!(sqlite3(&path, "PRAGMA integrity_check;").trim(), "ok");
     let _ = sqlite3(&path, "PRAGMA wal_checkpoint(TRUNCATE);");
     let bytes = std::fs::read(&path).expect("read db");
+    node.sync_pos(db);
     let r = replay_dir(&node.ltx_dir(db));
     assert!(r.bytes == bytes, "{db}: replayed database differs");
     assert_eq!(checksum(&bytes, r.page_size), r.pos.post_apply_checksum);

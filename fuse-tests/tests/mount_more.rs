@@ -11,13 +11,13 @@ fn check_chain(node: &Node, db: &str) {
     assert_eq!(sqlite3(&path, "PRAGMA integrity_check;").trim(), "ok");
     let _ = sqlite3(&path, "PRAGMA wal_checkpoint(TRUNCATE);");
     let bytes = std::fs::read(&path).expect("read db");
+    let pos = node.sync_pos(db);
     let r = replay_dir(&node.ltx_dir(db));
     assert!(
         r.bytes == bytes,
         "{db}: replayed chain differs from the database"
     );
     assert_eq!(checksum(&bytes, r.page_size), r.pos.post_apply_checksum);
-    let pos = std::fs::read_to_string(node.path(&format!("{db}-pos"))).expect("pos");
     assert_eq!(pos, format!("{}\n", r.pos));
 }
 
@@ -138,6 +138,7 @@ fn retention_removes_old_ltx_files_but_keeps_the_newest() {
     for i in 0..20 {
         sqlite3(&path, &format!("INSERT INTO t VALUES ({i});"));
     }
+    node.sync_pos("ret.db");
     let before = std::fs::read_dir(node.ltx_dir("ret.db")).unwrap().count();
     assert!(before >= 21);
     std::thread::sleep(Duration::from_millis(2500));

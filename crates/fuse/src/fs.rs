@@ -80,6 +80,9 @@ impl Poller {
                     std::thread::sleep(interval);
                 }
                 capture_all(&store);
+                if let Err(e) = store.flush_all() {
+                    tracing::error!(error = %e, "LTX files not all written at unmount");
+                }
             })?;
         Ok(Poller { stop, thread })
     }
@@ -569,7 +572,7 @@ impl LiteFs {
     fn do_truncate(&self, db: &Db, kind: Kind, size: u64) -> Result<(), Errno> {
         let path = Self::backing(db, kind).ok_or(Errno::EACCES)?;
         if matches!(kind, Kind::Wal | Kind::Database) {
-            db.capture_wal()
+            db.sync_position()
                 .map_err(|e| store_errno(db.name(), "WAL capture", e))?;
         }
         if kind == Kind::Journal && size == 0 {
@@ -625,7 +628,7 @@ impl LiteFs {
                 std::fs::remove_file(&db.paths().journal).map_err(|e| errno(&e))
             }
             Kind::Wal => {
-                db.capture_wal()
+                db.sync_position()
                     .map_err(|e| store_errno(dbname, "WAL capture", e))?;
                 std::fs::remove_file(&db.paths().wal).map_err(|e| errno(&e))?;
                 db.wal_reset()
@@ -939,7 +942,7 @@ impl Filesystem for LiteFs {
         match (&h.file, h.kind) {
             (None, Kind::Pos) => {
                 // A barrier: the position includes every published commit.
-                if let Err(e) = h.db.capture_wal() {
+                if let Err(e) = h.db.sync_position() {
                     return reply.error(store_errno(h.db.name(), "WAL capture", e));
                 }
                 reply.data(slice_at(h.db.pos_file().as_bytes(), offset, size))

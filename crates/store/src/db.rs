@@ -3,6 +3,7 @@
 
 use crate::error::{IoContext, StoreError};
 use crate::store::{poisoned, StoreOptions};
+use crate::writer::{LtxWriter, Progress};
 use litefs_ltx::{
     format_file_name, lock_pgno, page_checksum, parse_file_name, Checksum, Encoder, Format, Header,
     Pos, Txid, Version, FLAG_COMPRESS_LZ4,
@@ -12,10 +13,10 @@ use litefs_sqlite::{
     WAL_HEADER_SIZE, WAL_INDEX_HEADER_SIZE,
 };
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, ErrorKind};
+use std::io::ErrorKind;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The files of one database inside the data directory.
@@ -132,6 +133,9 @@ pub struct Db {
     paths: DbPaths,
     opts: StoreOptions,
     state: Mutex<State>,
+    writer: LtxWriter,
+    /// LTX files of this database queued but not yet written.
+    progress: Arc<Progress>,
 }
 
 fn now_ms() -> i64 {
@@ -155,16 +159,48 @@ impl Db {
     /// database file and the committed part of the WAL, and an LTX file for
     /// every committed WAL transaction that has none yet (a crash between
     /// SQLite's commit and ours).
-    pub(crate) fn open(name: String, paths: DbPaths, opts: StoreOptions) -> Result<Db, StoreError> {
+    pub(crate) fn open(
+        name: String,
+        paths: DbPaths,
+        opts: StoreOptions,
+        writer: LtxWriter,
+    ) -> Result<Db, StoreError> {
         std::fs::create_dir_all(&paths.ltx).ctx(&paths.ltx)?;
         let db = Db {
             name,
             paths,
             opts,
             state: Mutex::new(State::empty()),
+            writer,
+            progress: Arc::default(),
         };
         db.recover()?;
+        db.progress.flush()?;
         Ok(db)
+    }
+
+    /// Waits until every LTX file captured so far is on disk (they are
+    /// written off the commit path). Reports a write that failed since the
+    /// last call; the capture after such a failure writes a snapshot.
+    pub fn flush_ltx(&self) -> Result<(), StoreError> {
+        self.progress.flush()
+    }
+
+    /// Brings the position and the LTX files fully up to date: captures the
+    /// published WAL commits (see [`Db::capture_wal`]) and waits for their
+    /// files. Call before exposing the position or before anything that
+    /// destroys what pending files were captured from.
+    pub fn sync_position(&self) -> Result<(), StoreError> {
+        self.capture_wal()?;
+        self.flush_ltx()
+    }
+
+    /// After a failed LTX write the chain has a hole: make the next capture
+    /// a snapshot (every page) by forgetting the page size.
+    fn check_chain_hole(&self, st: &mut State) {
+        if self.progress.take_force_snapshot() {
+            st.page_size = 0;
+        }
     }
 
     /// The database's name in the mount.
@@ -371,6 +407,11 @@ impl Db {
         let mut st = self.lock()?;
         if st.wal_lazy {
             self.capture_wal_locked(&mut st)?;
+        }
+        if st.wal_lazy || st.wal.is_some() {
+            // A checkpoint: pending files must be on disk before the frames
+            // they came from can be overwritten.
+            self.progress.flush()?;
         }
         let end = offset + len as u64;
         let e = st.dirty.entry(offset).or_insert(end);
@@ -749,6 +790,7 @@ impl Db {
             salt1: header.salt1,
             salt2: header.salt2,
         };
+        self.check_chain_hole(st);
         let ps = header.page_size;
         let commit = last.commit;
         let mut latest = std::collections::BTreeMap::new();
@@ -859,6 +901,7 @@ impl Db {
         } else {
             (dlen / u64::from(h.page_size)) as u32
         };
+        self.check_chain_hole(st);
         let pages: Vec<(u32, Source)> = if st.pos.txid.0 == 0 || st.page_size != h.page_size {
             (1..=commit).map(|p| (p, Source::Db)).collect()
         } else {
@@ -945,18 +988,14 @@ impl Db {
             node_id: self.opts.node_id,
         };
         let name = format_file_name(header.min_txid, txid);
-        let tmp = self.paths.ltx.join(format!("{name}.tmp"));
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)
-            .ctx(&tmp)?;
-        let mut enc = Encoder::new(BufWriter::with_capacity(64 << 10, file), header, Format::V1)
-            .map_err(|source| StoreError::Encode {
-                path: tmp.clone(),
-                source,
-            })?;
+        let path = self.paths.ltx.join(&name);
+        let encode_err = |source| StoreError::Encode {
+            path: path.clone(),
+            source,
+        };
+        // Encoded in memory; the writer thread writes the file.
+        let out = Vec::with_capacity(pages.len() * (page_size as usize + 8) + 256);
+        let mut enc = Encoder::new(out, header, Format::V1).map_err(encode_err)?;
 
         let mut new = st.checksum;
         let mut changes: Vec<(u32, u64)> = Vec::with_capacity(pages.len());
@@ -993,24 +1032,14 @@ impl Db {
             if old != c.0 || snapshot {
                 changes.push((pgno, c.0));
             }
-            enc.encode_page(pgno, &buf)
-                .map_err(|source| StoreError::Encode {
-                    path: tmp.clone(),
-                    source,
-                })?;
+            enc.encode_page(pgno, &buf).map_err(encode_err)?;
         }
         if !snapshot && changes.is_empty() && commit == st.commit {
-            drop(enc);
-            let _ = std::fs::remove_file(&tmp);
             return Ok(());
         }
-        let (w, _) = enc.finish(new).map_err(|source| StoreError::Encode {
-            path: tmp.clone(),
-            source,
-        })?;
-        drop(w);
-        let path = self.paths.ltx.join(&name);
-        std::fs::rename(&tmp, &path).ctx(&path)?;
+        let (bytes, _) = enc.finish(new).map_err(encode_err)?;
+        self.writer
+            .write(&self.progress, &self.paths.ltx, name, bytes);
 
         set_commit(st, commit);
         for (p, c) in changes {
@@ -1041,6 +1070,8 @@ impl Db {
             let ps = st.page_size;
             self.write_ltx(&mut st, ps, 0, &[], None, None, WalRange::default(), 1)?;
         }
+        // The deletion must be on disk before the database file goes.
+        self.progress.flush()?;
         st.dirty.clear();
         match std::fs::remove_file(&self.paths.database) {
             Ok(()) => Ok(()),

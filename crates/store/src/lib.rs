@@ -18,6 +18,7 @@ mod db;
 mod error;
 mod names;
 mod store;
+mod writer;
 
 pub use db::{Db, DbPaths};
 pub use error::StoreError;

@@ -4,6 +4,7 @@
 use crate::db::{Db, DbPaths};
 use crate::error::{IoContext, StoreError};
 use crate::names::{decode, encode, parent_of, validate_db_name, SLASH};
+use crate::writer::LtxWriter;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -32,6 +33,7 @@ pub struct Store {
     dbs_dir: PathBuf,
     opts: StoreOptions,
     inner: RwLock<Inner>,
+    writer: LtxWriter,
 }
 
 #[derive(Default)]
@@ -59,6 +61,21 @@ pub struct Listing {
 }
 
 impl Store {
+    /// Waits until every database's captured LTX files are on disk (see
+    /// [`Db::flush_ltx`]); reports the first write failure.
+    pub fn flush_all(&self) -> Result<(), StoreError> {
+        let mut first = Ok(());
+        for db in self.dbs() {
+            if let Err(e) = db.flush_ltx() {
+                tracing::error!(db = db.name(), error = %e, "LTX write failed");
+                if first.is_ok() {
+                    first = Err(e);
+                }
+            }
+        }
+        first
+    }
+
     /// Opens the data directory, creating it if needed, and recovers every
     /// database in it. Any database that cannot be brought to a consistent
     /// state fails the whole open: a node never serves a corrupt database.
@@ -66,6 +83,7 @@ impl Store {
         let dbs_dir = data_dir.join("dbs");
         std::fs::create_dir_all(&dbs_dir).ctx(&dbs_dir)?;
         let mut inner = Inner::default();
+        let writer = LtxWriter::spawn();
         for entry in std::fs::read_dir(&dbs_dir).ctx(&dbs_dir)? {
             let entry = entry.ctx(&dbs_dir)?;
             let Some(raw) = entry.file_name().to_str().map(str::to_owned) else {
@@ -88,7 +106,12 @@ impl Store {
                 tracing::warn!(path = %entry.path().display(), "skipping entry in dbs/ that is not a valid name");
                 continue;
             }
-            let db = Db::open(name.clone(), DbPaths::new(entry.path()), opts)?;
+            let db = Db::open(
+                name.clone(),
+                DbPaths::new(entry.path()),
+                opts,
+                writer.clone(),
+            )?;
             inner.dbs.insert(name, Arc::new(db));
         }
         // A live database's directories exist even if their markers were lost.
@@ -109,6 +132,7 @@ impl Store {
             dbs_dir,
             opts,
             inner: RwLock::new(inner),
+            writer,
         })
     }
 
@@ -183,7 +207,12 @@ impl Store {
         }
         let dir = self.dbs_dir.join(encode(name));
         std::fs::create_dir_all(&dir).ctx(&dir)?;
-        let db = Arc::new(Db::open(name.to_owned(), DbPaths::new(dir), self.opts)?);
+        let db = Arc::new(Db::open(
+            name.to_owned(),
+            DbPaths::new(dir),
+            self.opts,
+            self.writer.clone(),
+        )?);
         inner.dbs.insert(name.to_owned(), db.clone());
         Ok(db)
     }

@@ -1,0 +1,155 @@
+//! Writes LTX files off the commit path.
+//!
+//! Creating a file costs far more than encoding a small transaction, and on
+//! a filesystem busy with SQLite's own fsyncs it can block for a
+//! millisecond on metadata the fsync holds. Capture therefore encodes the
+//! file in memory, advances the position, and hands the bytes to one
+//! writer thread per store, which writes each database's files in order.
+//! Whoever must see a file on disk (a `-pos` read, a checkpoint about to
+//! overwrite the frames a pending file came from, shutdown) waits for the
+//! database's queue with [`Progress::flush`].
+
+use crate::error::{IoContext, StoreError};
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{channel, Sender};
+use std::sync::{Arc, Condvar, Mutex};
+
+/// One database's queue of LTX files waiting to be written.
+#[derive(Debug, Default)]
+pub(crate) struct Progress {
+    state: Mutex<Counts>,
+    written: Condvar,
+    /// Set when a file could not be written: the chain has a hole, so the
+    /// next capture must write a snapshot.
+    force_snapshot: AtomicBool,
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    queued: u64,
+    written: u64,
+    /// The first write failure since the last flush.
+    failed: Option<StoreError>,
+}
+
+impl Progress {
+    /// Waits until every file queued so far is written. Reports (once) a
+    /// write that failed since the last flush.
+    pub(crate) fn flush(&self) -> Result<(), StoreError> {
+        let Ok(mut c) = self.state.lock() else {
+            return Ok(());
+        };
+        while c.written < c.queued {
+            c = match self.written.wait(c) {
+                Ok(c) => c,
+                Err(_) => return Ok(()),
+            };
+        }
+        match c.failed.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Takes the "write a snapshot next" flag.
+    pub(crate) fn take_force_snapshot(&self) -> bool {
+        self.force_snapshot.swap(false, Ordering::AcqRel)
+    }
+
+    fn queued(&self) {
+        if let Ok(mut c) = self.state.lock() {
+            c.queued += 1;
+        }
+    }
+
+    fn done(&self, result: Result<(), StoreError>) {
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "writing an LTX file failed; the next capture writes a snapshot");
+            self.force_snapshot.store(true, Ordering::Release);
+        }
+        if let Ok(mut c) = self.state.lock() {
+            c.written += 1;
+            if let Err(e) = result {
+                c.failed.get_or_insert(e);
+            }
+        }
+        self.written.notify_all();
+    }
+}
+
+struct Job {
+    dir: PathBuf,
+    name: String,
+    bytes: Vec<u8>,
+    progress: Arc<Progress>,
+}
+
+/// The writer thread's queue. Cloning shares the thread; it ends when the
+/// last clone is dropped.
+#[derive(Debug, Clone)]
+pub(crate) struct LtxWriter {
+    tx: Option<Sender<Job>>,
+}
+
+impl LtxWriter {
+    /// Starts the writer thread. If no thread can be started, files are
+    /// written synchronously instead.
+    pub(crate) fn spawn() -> LtxWriter {
+        let (tx, rx) = channel::<Job>();
+        let spawned = std::thread::Builder::new()
+            .name("litefs-ltx-writer".into())
+            .spawn(move || {
+                for job in rx {
+                    let r = write_file_atomically(&job.dir, &job.name, &job.bytes);
+                    job.progress.done(r);
+                }
+            });
+        match spawned {
+            Ok(_) => LtxWriter { tx: Some(tx) },
+            Err(e) => {
+                tracing::warn!(error = %e, "no LTX writer thread; writing LTX files on the commit path");
+                LtxWriter { tx: None }
+            }
+        }
+    }
+
+    /// Queues `bytes` to be written as `dir/name`.
+    pub(crate) fn write(&self, progress: &Arc<Progress>, dir: &Path, name: String, bytes: Vec<u8>) {
+        progress.queued();
+        let job = Job {
+            dir: dir.to_path_buf(),
+            name,
+            bytes,
+            progress: progress.clone(),
+        };
+        let job = match &self.tx {
+            Some(tx) => match tx.send(job) {
+                Ok(()) => return,
+                Err(e) => e.0,
+            },
+            None => job,
+        };
+        let r = write_file_atomically(&job.dir, &job.name, &job.bytes);
+        job.progress.done(r);
+    }
+}
+
+/// Writes `bytes` as `dir/name` through a temporary name, so that the name
+/// never shows a partial file. Not fsynced (see the durability contract in
+/// docs/architecture.md).
+fn write_file_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)
+        .ctx(&tmp)?;
+    f.write_all(bytes).ctx(&tmp)?;
+    drop(f);
+    let path = dir.join(name);
+    std::fs::rename(&tmp, &path).ctx(&path)
+}
