@@ -261,10 +261,17 @@ impl Node {
 
     /// SIGTERMs the daemon and waits for it to exit; returns its status.
     pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
-        let mut c = self.child.take()?;
+        let c = self.child.as_ref()?;
         // SAFETY: kill(2) on our own child's pid has no memory-safety concerns.
         unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(20);
+        self.wait_exit(Duration::from_secs(20))
+    }
+
+    /// Waits up to `timeout` for the daemon to exit on its own; kills it
+    /// after that. `None` if it was not running.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let mut c = self.child.take()?;
+        let deadline = Instant::now() + timeout;
         loop {
             if let Ok(Some(s)) = c.try_wait() {
                 return Some(s);

@@ -126,6 +126,38 @@ fn database_past_the_lock_page() {
     check_chain(&node, db);
 }
 
+/// A mount removed from outside (`fusermount3 -u`) stops the daemon with
+/// an error saying so, instead of leaving it running with nothing to serve;
+/// what it captured is on disk and the next start serves it.
+#[test]
+fn external_unmount_stops_the_daemon() {
+    if !fuse_available() {
+        return;
+    }
+    let mut node = Node::start("");
+    let path = node.path("gone.db");
+    sqlite3(&path, "CREATE TABLE t(x); INSERT INTO t VALUES (1);");
+    let pos = node.sync_pos("gone.db");
+    let status = std::process::Command::new("fusermount3")
+        .arg("-u")
+        .arg(&node.mount)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let status = node
+        .wait_exit(Duration::from_secs(10))
+        .expect("daemon was running");
+    assert!(!status.success(), "exit status {status}");
+    assert!(
+        node.log_text().contains("removed from outside"),
+        "{}",
+        node.log_text()
+    );
+    node.spawn();
+    assert_eq!(node.sync_pos("gone.db"), pos);
+    assert_eq!(sqlite3(&path, "SELECT x FROM t;").trim(), "1");
+}
+
 /// Old LTX files go after `data.retention`; the newest always stays.
 #[test]
 fn retention_removes_old_ltx_files_but_keeps_the_newest() {

@@ -103,9 +103,17 @@ pub(crate) fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
         stop.clone(),
     );
 
-    wait_for_signal()?;
-    tracing::info!("signal received, unmounting");
+    let signalled = wait_for_signal_or_unmount(&mounted)?;
     stop.store(true, Ordering::Relaxed);
+    if !signalled {
+        // Nothing can reach the databases any more; finish what capture
+        // has queued and say why we stop.
+        tracing::error!(dir = %config.fuse.dir.display(), "the mount was removed from outside (fusermount3 -u or umount); exiting");
+        drop(mounted);
+        let _ = retention.join();
+        return Ok(ExitCode::FAILURE);
+    }
+    tracing::info!("signal received, unmounting");
     if args.skip_unmount {
         std::mem::forget(mounted);
     } else {
@@ -146,14 +154,22 @@ fn clear_stale_mount(dir: &Path) -> anyhow::Result<()> {
     }
 }
 
-fn wait_for_signal() -> anyhow::Result<()> {
+/// Waits for SIGINT/SIGTERM (true) or for the mount to disappear (false).
+fn wait_for_signal_or_unmount(mounted: &litefs_fuse::Mounted) -> anyhow::Result<bool> {
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
     ])
     .context("install signal handlers")?;
-    let _ = signals.forever().next();
-    Ok(())
+    loop {
+        if signals.pending().next().is_some() {
+            return Ok(true);
+        }
+        if !mounted.is_serving() {
+            return Ok(false);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 fn spawn_retention(

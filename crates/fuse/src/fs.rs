@@ -118,6 +118,14 @@ impl std::fmt::Debug for Mounted {
 }
 
 impl Mounted {
+    /// Whether the kernel still serves the mount through us. False once it
+    /// was unmounted from outside (`fusermount3 -u`, `umount`).
+    pub fn is_serving(&self) -> bool {
+        self.session
+            .as_ref()
+            .is_some_and(|s| !s.guard.is_finished())
+    }
+
     /// Unmounts and waits for the request loop to end. A mount still busy
     /// with open files is detached lazily (the kernel finishes it when the
     /// last file closes).
@@ -139,6 +147,13 @@ impl Mounted {
     }
 
     fn unmount_session(&mut self, s: BackgroundSession) -> std::io::Result<()> {
+        if s.guard.is_finished() {
+            // Unmounted from outside already: nothing left to detach.
+            if let Err(e) = s.join() {
+                tracing::warn!(error = %e, "FUSE session ended with an error");
+            }
+            return Ok(());
+        }
         if let Err(e) = s.umount_and_join() {
             tracing::warn!(dir = %self.dir.display(), error = %e, "unmount failed; detaching lazily");
             let status = std::process::Command::new("fusermount3")
