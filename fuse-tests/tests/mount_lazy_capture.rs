@@ -194,3 +194,76 @@ fn last_close_of_a_killed_writer_captures_its_commits() {
         "100"
     );
 }
+
+const PERSIST_SESSION: &str = r#"
+import sqlite3, sys, time
+db, locking = sys.argv[1], sys.argv[2]
+c = sqlite3.connect(db, isolation_level=None)
+c.execute("PRAGMA journal_mode=persist")
+c.execute(f"PRAGMA locking_mode={locking}")
+c.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)")
+for i in range(30):
+    c.execute("INSERT INTO t(v) VALUES (randomblob(100))")
+sys.stdout.write("committed\n")
+sys.stdout.flush()
+time.sleep(30)
+"#;
+
+/// Waits until the newest LTX file reaches `txid` (or 10 s pass); returns
+/// the newest TXID seen.
+fn wait_for_txid(node: &Node, db: &str, txid: u64) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let last = ltx_ranges(node, db).last().map_or(0, |r| r.1);
+        if last >= txid || Instant::now() > deadline {
+            return last;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// `journal_mode=PERSIST` commits by zeroing the journal header, a write
+/// that passthrough hands to the kernel. Normal locking closes the journal
+/// after each transaction (the barrier); exclusive locking keeps it open,
+/// and each commit is seen when the next transaction, under a new journal
+/// nonce, first writes the database. Either way every transaction gets its
+/// own TXID and no `-pos` read is needed for the ones before the last.
+#[test]
+fn persist_journal_commits_are_captured_without_a_position_read() {
+    if !fuse_available() {
+        return;
+    }
+    let node = Node::start_with_fuse("capture-interval: 1h");
+    for locking in ["normal", "exclusive"] {
+        let db = format!("p-{locking}.db");
+        let mut child = Command::new("python3")
+            .arg("-c")
+            .arg(PERSIST_SESSION)
+            .arg(node.path(&db))
+            .arg(locking)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn python3");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert_eq!(line.trim(), "committed");
+        // CREATE TABLE is TXID 1, the inserts 2..=31. Exclusive locking:
+        // the last commit waits for a barrier, the others must not.
+        let want = if locking == "normal" { 31 } else { 30 };
+        let seen = wait_for_txid(&node, &db, want);
+        assert!(
+            seen >= want,
+            "{locking}: LTX files reached {seen}, want {want}"
+        );
+        let pos = node.sync_pos(&db);
+        assert!(pos.starts_with("000000000000001f/"), "{locking}: {pos}");
+        let _ = child.kill();
+        let _ = child.wait();
+        let r = check_chain(&node, &db);
+        assert_eq!(r.pos.txid.0, 31, "{locking}");
+    }
+}

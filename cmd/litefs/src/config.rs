@@ -221,8 +221,8 @@ section! {
         allow_other: bool = false,
         /// `debug`: log every FUSE request (default false).
         debug: bool = false,
-        /// `passthrough` (litefs-rs only): hand WAL and WAL-index I/O to the
-        /// kernel where it supports FUSE passthrough, falling back to
+        /// `passthrough` (litefs-rs only): hand WAL, WAL-index and journal
+        /// I/O to the kernel where it supports FUSE passthrough, falling back to
         /// classic FUSE I/O with a logged warning (default true).
         passthrough: bool = true,
         /// `capture-interval` (litefs-rs only): with passthrough, how often

@@ -31,8 +31,8 @@ pub struct MountOptions {
     pub allow_other: bool,
     /// Request-dispatch threads.
     pub threads: usize,
-    /// Hand WAL and WAL-index I/O to the kernel (FUSE passthrough) when the
-    /// kernel offers it; otherwise, or when false, every read and write of
+    /// Hand WAL, WAL-index and journal I/O to the kernel (FUSE passthrough)
+    /// when the kernel offers it; otherwise, or when false, every read and write of
     /// them passes through this process (classic FUSE I/O).
     pub passthrough: bool,
     /// How often commits written behind the store's back (passthrough) are
@@ -463,12 +463,14 @@ impl LiteFs {
             .ok_or(Errno::EBADF)
     }
 
-    /// Whether opens of `kind` hand their I/O to the kernel. Only the WAL
-    /// and the WAL index: their commits are recoverable from the files at
-    /// barriers. Database and journal writes carry what capture must see
-    /// as it happens (dirty pages, the journal's finalisation).
+    /// Whether opens of `kind` hand their I/O to the kernel: the WAL, the
+    /// WAL index and the rollback journal, whose commits capture recovers
+    /// from the files at barriers. Database writes stay in the daemon:
+    /// capture must see which pages a rollback-mode transaction wrote (the
+    /// journal misses reused freelist pages) and checkpoints are barriers.
     fn wants_passthrough(&self, kind: Kind) -> bool {
-        matches!(kind, Kind::Wal | Kind::Shm) && self.passthrough.load(Ordering::Relaxed)
+        matches!(kind, Kind::Wal | Kind::Shm | Kind::Journal)
+            && self.passthrough.load(Ordering::Relaxed)
     }
 
     /// The backing registration of inode `ino`: the live one if any open
@@ -571,10 +573,6 @@ impl LiteFs {
         if h.kind == Kind::Database {
             h.db.database_writing(offset, data.len())
                 .map_err(|e| store_errno(h.db.name(), "database write", e))?;
-        }
-        if h.kind == Kind::Journal && offset == 0 && data.starts_with(&litefs_sqlite::JOURNAL_MAGIC)
-        {
-            h.db.journal_hot(true);
         }
         file.write_all_at(data, offset).map_err(|e| errno(&e))?;
         if h.kind == Kind::Wal {
@@ -774,7 +772,7 @@ impl Filesystem for LiteFs {
                     let _ = config.set_max_stack_depth(max);
                 }
                 self.passthrough.store(true, Ordering::Relaxed);
-                tracing::info!("FUSE passthrough on for WAL and WAL-index I/O");
+                tracing::info!("FUSE passthrough on for WAL, WAL-index and journal I/O");
             }
             Err(_) => tracing::warn!(
                 "kernel lacks FUSE passthrough (needs Linux 6.9+ with CONFIG_FUSE_PASSTHROUGH); \
@@ -1004,11 +1002,24 @@ impl Filesystem for LiteFs {
         &self,
         _req: &Request,
         _ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        reply.ok();
+        // SQLite closes the journal at the end of each transaction; with
+        // its writes handed to the kernel, this is where a PERSIST commit
+        // (a zeroed header) is seen. `flush` runs synchronously in close().
+        let r = match self.handle(fh) {
+            Ok(h) if h.kind == Kind::Journal => {
+                h.db.journal_closed()
+                    .map_err(|e| store_errno(h.db.name(), "journal commit", e))
+            }
+            _ => Ok(()),
+        };
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
     }
 
     fn release(

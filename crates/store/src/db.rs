@@ -86,9 +86,12 @@ struct State {
     /// (start -> end). In rollback-journal mode these are the transaction's
     /// pages: the journal alone misses pages reused from the freelist.
     dirty: std::collections::BTreeMap<u64, u64>,
-    /// Whether the rollback journal currently holds a transaction (its
-    /// header carries the magic).
-    journal_hot: bool,
+    /// The journal's checksum nonce when `dirty` began: the rollback-mode
+    /// transaction those writes belong to. `None` for writes made without
+    /// a hot journal (journal_mode MEMORY/OFF, checkpoints).
+    dirty_nonce: Option<u32>,
+    /// The rollback journal, kept open between checks while it exists.
+    journal_file: Option<File>,
     /// The WAL, kept open between writes (dropped when the WAL is removed).
     wal_file: Option<File>,
     /// Whether journal-less writes were reported in the log already.
@@ -115,7 +118,8 @@ impl State {
             checksum: Checksum::EMPTY,
             wal: None,
             dirty: Default::default(),
-            journal_hot: false,
+            dirty_nonce: None,
+            journal_file: None,
             wal_file: None,
             journal_less_logged: false,
             wal_lazy: false,
@@ -192,6 +196,10 @@ impl Db {
     /// destroys what pending files were captured from.
     pub fn sync_position(&self) -> Result<(), StoreError> {
         self.capture_wal()?;
+        {
+            let mut st = self.lock()?;
+            self.journal_barrier_locked(&mut st)?;
+        }
         self.flush_ltx()
     }
 
@@ -413,6 +421,13 @@ impl Db {
             // they came from can be overwritten.
             self.progress.flush()?;
         }
+        self.journal_barrier_locked(&mut st)?;
+        if st.dirty.is_empty() {
+            st.dirty_nonce = match self.journal_state(&mut st)? {
+                JournalState::Hot(n) => Some(n),
+                _ => None,
+            };
+        }
         let end = offset + len as u64;
         let e = st.dirty.entry(offset).or_insert(end);
         *e = (*e).max(end);
@@ -433,11 +448,49 @@ impl Db {
         Ok(&b[..16] == litefs_sqlite::DB_HEADER_MAGIC && b[18..20] != [2, 2])
     }
 
-    /// Tells the store the journal header now carries the magic (or not).
-    pub fn journal_hot(&self, hot: bool) {
-        if let Ok(mut st) = self.state.lock() {
-            st.journal_hot = hot;
+    /// What the journal's first header says now. Read from the file, not
+    /// tracked from writes: journal writes may bypass the store.
+    fn journal_state(&self, st: &mut State) -> Result<JournalState, StoreError> {
+        if st.journal_file.is_none() {
+            st.journal_file = open_read(&self.paths.journal)?;
         }
+        let Some(j) = st.journal_file.as_ref() else {
+            return Ok(JournalState::Absent);
+        };
+        let mut b = [0u8; litefs_sqlite::JOURNAL_HEADER_SIZE];
+        let n = read_up_to(j, &mut b, 0).ctx(&self.paths.journal)?;
+        Ok(match litefs_sqlite::JournalHeader::parse(&b[..n]) {
+            Ok(h) => JournalState::Hot(h.nonce),
+            Err(_) => JournalState::Idle,
+        })
+    }
+
+    /// Captures a rollback-mode transaction whose journal was finalised
+    /// without passing through the store: `journal_mode=PERSIST` commits by
+    /// zeroing the journal header, a write that FUSE passthrough hands to
+    /// the kernel. The writes recorded since the last commit belong to a
+    /// committed transaction once the journal they were made under is no
+    /// longer hot, or is hot again with another nonce (the next
+    /// transaction, before its first database write).
+    fn journal_barrier_locked(&self, st: &mut State) -> Result<(), StoreError> {
+        let Some(nonce) = st.dirty_nonce else {
+            return Ok(());
+        };
+        if st.dirty.is_empty() {
+            return Ok(());
+        }
+        match self.journal_state(st)? {
+            JournalState::Hot(n) if n == nonce => Ok(()),
+            _ => self.capture_database(st, None),
+        }
+    }
+
+    /// Called when a handle on the rollback journal is closed (SQLite
+    /// closes it at the end of each transaction): a barrier for commits
+    /// made by zeroing the journal header (see `journal_barrier_locked`).
+    pub fn journal_closed(&self) -> Result<(), StoreError> {
+        let mut st = self.lock()?;
+        self.journal_barrier_locked(&mut st)
     }
 
     fn load_checksums(&self, st: &mut State) -> Result<(), StoreError> {
@@ -827,7 +880,8 @@ impl Db {
     /// the journal's page list plus any pages past the old end.
     pub fn journal_finalizing(&self) -> Result<(), StoreError> {
         let mut st = self.lock()?;
-        st.journal_hot = false;
+        // The journal is about to go (or be emptied): reopen it next time.
+        st.journal_file = None;
         let journal = match open_read(&self.paths.journal)? {
             Some(j) => {
                 let jlen = j.metadata().ctx(&self.paths.journal)?.len();
@@ -851,15 +905,16 @@ impl Db {
     /// between transactions. They become one LTX file here.
     pub fn database_synced(&self) -> Result<(), StoreError> {
         let mut st = self.lock()?;
-        if st.journal_hot || st.dirty.is_empty() {
+        if st.dirty.is_empty() || matches!(self.journal_state(&mut st)?, JournalState::Hot(_)) {
             return Ok(());
         }
         if st.wal.is_some() || !self.is_rollback_mode_database()? {
             // WAL-mode checkpoint writes: already captured from the WAL.
             st.dirty.clear();
+            st.dirty_nonce = None;
             return Ok(());
         }
-        if !st.journal_less_logged {
+        if st.dirty_nonce.is_none() && !st.journal_less_logged {
             st.journal_less_logged = true;
             tracing::warn!(
                 db = %self.name,
@@ -880,6 +935,7 @@ impl Db {
         journal: Option<litefs_sqlite::JournalPages>,
     ) -> Result<(), StoreError> {
         let dirty = std::mem::take(&mut st.dirty);
+        st.dirty_nonce = None;
         tracing::debug!(db = %self.name, journal = ?journal.as_ref().map(|j| (j.initial_pages, j.pgnos.len())), dirty = dirty.len(), "capture rollback-mode commit");
         if journal.is_none() && dirty.is_empty() {
             return Ok(());
@@ -1150,6 +1206,33 @@ impl Db {
         }
         Ok(())
     }
+}
+
+/// The first header of the rollback journal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum JournalState {
+    /// No journal file.
+    Absent,
+    /// A transaction is in flight (or was interrupted): the header carries
+    /// the magic; the checksum nonce identifies the transaction.
+    Hot(u32),
+    /// A journal file whose header is not hot (zeroed by a PERSIST commit,
+    /// empty after a TRUNCATE commit).
+    Idle,
+}
+
+/// Reads as much of `buf` as the file holds from `off`; returns the count.
+fn read_up_to(f: &File, buf: &mut [u8], off: u64) -> std::io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match f.read_at(&mut buf[done..], off + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
 }
 
 /// Where a page's committed content is read from.
