@@ -366,3 +366,45 @@ fn rusqlite_in_every_journal_mode() {
         check_chain(&node, &db);
     }
 }
+
+/// Transactions larger than the in-memory encoding limit (8 MiB of pages)
+/// stream their LTX file to disk on the commit path: the chain must stay
+/// whole and ordered around them, small transactions before and after
+/// included, and no temporary file may be left behind.
+#[test]
+fn large_transactions_stream_their_ltx_files() {
+    if !fuse_available() {
+        return;
+    }
+    let node = Node::start("");
+    for mode in MODES {
+        let db = format!("large-{mode}.db");
+        let path = node.path(&db);
+        sqlite3(
+            &path,
+            &format!(
+                "PRAGMA journal_mode={mode}; CREATE TABLE t(x); INSERT INTO t VALUES (1);
+                 BEGIN; WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 6000)
+                 INSERT INTO t SELECT randomblob(4000) FROM n; COMMIT;
+                 INSERT INTO t VALUES (2);
+                 BEGIN; UPDATE t SET x = randomblob(4000) WHERE rowid % 2 = 0; COMMIT;
+                 INSERT INTO t VALUES (3);"
+            ),
+        );
+        check_chain(&node, &db);
+        let dir = node.ltx_dir(&db);
+        let sizes: Vec<u64> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let name = e.file_name().into_string().unwrap();
+                assert!(!name.ends_with(".tmp"), "{db}: {name} left behind");
+                e.metadata().unwrap().len()
+            })
+            .collect();
+        assert!(
+            sizes.iter().any(|&s| s > 16 << 20),
+            "{db}: no LTX file holds the 24 MB transaction: {sizes:?}"
+        );
+    }
+}

@@ -3,7 +3,7 @@
 
 use crate::error::{IoContext, StoreError};
 use crate::store::{poisoned, StoreOptions};
-use crate::writer::{LtxWriter, Progress};
+use crate::writer::{LtxOut, LtxWriter, Progress, SPILL_BYTES};
 use litefs_ltx::{
     format_file_name, lock_pgno, page_checksum, parse_file_name, Checksum, Encoder, Format, Header,
     Pos, Txid, Version, FLAG_COMPRESS_LZ4,
@@ -1016,7 +1016,6 @@ impl Db {
             st.checksum = Checksum::EMPTY;
         }
         let txid = Txid(st.pos.txid.0 + txns.max(1));
-        let lock = lock_pgno(page_size);
         let header = Header {
             flags: if self.opts.compress {
                 FLAG_COMPRESS_LZ4
@@ -1044,15 +1043,76 @@ impl Db {
             node_id: self.opts.node_id,
         };
         let name = format_file_name(header.min_txid, txid);
-        let path = self.paths.ltx.join(&name);
+        // Small files are encoded in memory for the writer thread; large
+        // ones stream to disk here, after the queue (files land in order).
+        let len = pages.len() * (page_size as usize + 8);
+        if len > SPILL_BYTES {
+            self.progress.flush()?;
+        }
+        let out = LtxOut::new(&self.paths.ltx, &name, len)?;
+        let spilled = matches!(out, LtxOut::File { .. });
+        let src = PageSources { wal, db, commit };
+        let encoded = self
+            .encode_pages(st, out, header, pages, src, snapshot, &name)
+            .and_then(|r| match r {
+                Some((out, new, changes)) => out
+                    .commit(&self.writer, &self.progress, &self.paths.ltx, name.clone())
+                    .map(|()| Some((new, changes))),
+                None => Ok(None),
+            });
+        let (new, changes) = match encoded {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                if spilled {
+                    let _ = std::fs::remove_file(self.paths.ltx.join(format!("{name}.tmp")));
+                }
+                return Ok(());
+            }
+            Err(e) => {
+                if spilled {
+                    let _ = std::fs::remove_file(self.paths.ltx.join(format!("{name}.tmp")));
+                }
+                return Err(e);
+            }
+        };
+        set_commit(st, commit);
+        for (p, c) in changes {
+            set_page(st, p, Checksum(c));
+        }
+        debug_assert_eq!(st.checksum, new);
+        st.checksum = new;
+        st.pos = Pos {
+            txid,
+            post_apply_checksum: new,
+        };
+        st.timestamp = header.timestamp;
+        tracing::debug!(db = %self.name, txid = %txid, pages = pages.len(), commit, "committed");
+        Ok(())
+    }
+
+    /// Encodes `pages` into `out` after `header`, moving the checksum page
+    /// by page from `st`'s (which it does not change). Returns the output,
+    /// the new checksum and the pages whose checksums changed; `None` when
+    /// the transactions changed nothing (a rollback).
+    #[allow(clippy::too_many_arguments)]
+    fn encode_pages(
+        &self,
+        st: &State,
+        out: LtxOut,
+        header: Header,
+        pages: &[(u32, Source)],
+        src: PageSources<'_>,
+        snapshot: bool,
+        name: &str,
+    ) -> Result<Option<Encoded>, StoreError> {
+        let path = self.paths.ltx.join(name);
         let encode_err = |source| StoreError::Encode {
             path: path.clone(),
             source,
         };
-        // Encoded in memory; the writer thread writes the file.
-        let out = Vec::with_capacity(pages.len() * (page_size as usize + 8) + 256);
+        let (page_size, commit) = (header.page_size, src.commit);
+        let lock = lock_pgno(page_size);
         let mut enc = Encoder::new(out, header, Format::V1).map_err(encode_err)?;
-
         let mut new = st.checksum;
         let mut changes: Vec<(u32, u64)> = Vec::with_capacity(pages.len());
         // Pages past the new end leave the database.
@@ -1063,14 +1123,14 @@ impl Db {
             }
         }
         let mut buf = vec![0u8; page_size as usize];
-        for &(pgno, src) in pages {
+        for &(pgno, source) in pages {
             if pgno == lock || pgno > commit {
                 continue;
             }
-            let off = match src {
-                Source::Wal(o) => (wal, o, &self.paths.wal),
+            let off = match source {
+                Source::Wal(o) => (src.wal, o, &self.paths.wal),
                 Source::Db => (
-                    db,
+                    src.db,
                     u64::from(pgno - 1) * u64::from(page_size),
                     &self.paths.database,
                 ),
@@ -1091,25 +1151,10 @@ impl Db {
             enc.encode_page(pgno, &buf).map_err(encode_err)?;
         }
         if !snapshot && changes.is_empty() && commit == st.commit {
-            return Ok(());
+            return Ok(None);
         }
-        let (bytes, _) = enc.finish(new).map_err(encode_err)?;
-        self.writer
-            .write(&self.progress, &self.paths.ltx, name, bytes);
-
-        set_commit(st, commit);
-        for (p, c) in changes {
-            set_page(st, p, Checksum(c));
-        }
-        debug_assert_eq!(st.checksum, new);
-        st.checksum = new;
-        st.pos = Pos {
-            txid,
-            post_apply_checksum: new,
-        };
-        st.timestamp = header.timestamp;
-        tracing::debug!(db = %self.name, txid = %txid, pages = pages.len(), commit, "committed");
-        Ok(())
+        let (out, _) = enc.finish(new).map_err(encode_err)?;
+        Ok(Some((out, new, changes)))
     }
 
     /// Drops the database: records a deletion LTX file (commit 0) and
@@ -1233,6 +1278,19 @@ fn read_up_to(f: &File, buf: &mut [u8], off: u64) -> std::io::Result<usize> {
         }
     }
     Ok(done)
+}
+
+/// An encoded LTX file, its post-apply checksum, and the pages whose
+/// checksums it changes (page number, new checksum).
+type Encoded = (LtxOut, Checksum, Vec<(u32, u64)>);
+
+/// Where an LTX file's pages are read from.
+#[derive(Clone, Copy)]
+struct PageSources<'a> {
+    wal: Option<&'a File>,
+    db: Option<&'a File>,
+    /// The database size in pages after the transactions.
+    commit: u32,
 }
 
 /// Where a page's committed content is read from.

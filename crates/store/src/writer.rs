@@ -137,6 +137,103 @@ impl LtxWriter {
     }
 }
 
+/// Where capture encodes an LTX file: memory for the writer thread, or,
+/// for a transaction too large to hold in memory, the file itself.
+pub(crate) enum LtxOut {
+    /// Bytes for [`LtxWriter::write`].
+    Memory(Vec<u8>),
+    /// A temporary file beside the final name, renamed into place by
+    /// [`LtxOut::commit`].
+    File {
+        /// The buffered temporary file.
+        file: std::io::BufWriter<std::fs::File>,
+        /// Its path.
+        tmp: PathBuf,
+    },
+}
+
+/// Above this many bytes of pages, capture streams the LTX file to disk
+/// instead of encoding it in memory, so the daemon's memory stays bounded
+/// whatever the transaction size.
+pub(crate) const SPILL_BYTES: usize = 8 << 20;
+
+impl LtxOut {
+    /// A buffer for `len` bytes of pages: memory below [`SPILL_BYTES`],
+    /// else a temporary file for `dir/name` (the caller first flushes the
+    /// queue, so that files still land in order).
+    pub(crate) fn new(dir: &Path, name: &str, len: usize) -> Result<LtxOut, StoreError> {
+        if len <= SPILL_BYTES {
+            return Ok(LtxOut::Memory(Vec::with_capacity(len + 256)));
+        }
+        let tmp = dir.join(format!("{name}.tmp"));
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .ctx(&tmp)?;
+        Ok(LtxOut::File {
+            file: std::io::BufWriter::with_capacity(1 << 20, file),
+            tmp,
+        })
+    }
+
+    /// Puts the encoded file in place: queued on the writer thread, or,
+    /// for a spilled file, renamed now. A failed spill leaves no file
+    /// under the final name.
+    pub(crate) fn commit(
+        self,
+        writer: &LtxWriter,
+        progress: &Arc<Progress>,
+        dir: &Path,
+        name: String,
+    ) -> Result<(), StoreError> {
+        match self {
+            LtxOut::Memory(bytes) => {
+                writer.write(progress, dir, name, bytes);
+                Ok(())
+            }
+            LtxOut::File { file, tmp } => {
+                let r = file
+                    .into_inner()
+                    .map_err(|e| e.into_error())
+                    .ctx(&tmp)
+                    .and_then(|_| {
+                        let path = dir.join(&name);
+                        std::fs::rename(&tmp, &path).ctx(&path)
+                    });
+                if r.is_err() {
+                    let _ = std::fs::remove_file(&tmp);
+                }
+                r
+            }
+        }
+    }
+}
+
+impl Write for LtxOut {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            LtxOut::Memory(v) => v.write(buf),
+            LtxOut::File { file, .. } => file.write(buf),
+        }
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        match self {
+            LtxOut::Memory(v) => v.write_all(buf),
+            LtxOut::File { file, .. } => file.write_all(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            LtxOut::Memory(_) => Ok(()),
+            LtxOut::File { file, .. } => file.flush(),
+        }
+    }
+}
+
 /// Writes `bytes` as `dir/name` through a temporary name, so that the name
 /// never shows a partial file. Not fsynced (see the durability contract in
 /// docs/architecture.md).
