@@ -111,6 +111,7 @@ pub(crate) fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
         tracing::error!(dir = %config.fuse.dir.display(), "the mount was removed from outside (fusermount3 -u or umount); exiting");
         drop(mounted);
         let _ = retention.join();
+        store.save_checksums();
         return Ok(ExitCode::FAILURE);
     }
     tracing::info!("signal received, unmounting");
@@ -118,6 +119,8 @@ pub(crate) fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
         std::mem::forget(mounted);
     } else {
         mounted.unmount().context("unmount")?;
+        // Nothing can write any more: a fast, verified next start.
+        store.save_checksums();
     }
     let _ = retention.join();
     Ok(ExitCode::SUCCESS)

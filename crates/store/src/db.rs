@@ -2,6 +2,7 @@
 //! committed transactions into LTX files.
 
 use crate::error::{IoContext, StoreError};
+use crate::saved::{self, Saved, Stamp};
 use crate::store::{poisoned, StoreOptions};
 use crate::writer::{LtxOut, LtxWriter, Progress, SPILL_BYTES};
 use litefs_ltx::{
@@ -104,6 +105,9 @@ struct State {
     wal_handles: usize,
     /// The WAL index, kept open while it exists.
     shm_file: Option<File>,
+    /// The database file's stamp when its page checksums came from the
+    /// clean shutdown's saved table, until the background scan checks them.
+    unverified: Option<Stamp>,
 }
 
 impl State {
@@ -125,6 +129,7 @@ impl State {
             wal_lazy: false,
             wal_handles: 0,
             shm_file: None,
+            unverified: None,
         }
     }
 }
@@ -282,8 +287,11 @@ impl Db {
             Err(e) if e.kind() == ErrorKind::NotFound => {}
             Err(e) => return Err(e).ctx(&self.paths.shm),
         }
-        // Page checksums of the database file.
-        self.load_checksums(&mut st)?;
+        // Page checksums of the database file: saved at the last clean
+        // shutdown if that still holds, else read from every page.
+        if !self.use_saved_checksums(&mut st)? {
+            self.load_checksums(&mut st)?;
+        }
         // Overlay the committed WAL; capture what has no LTX file yet.
         if let Some(w) = open_read(&self.paths.wal)? {
             self.recover_wal(&mut st, &w, last_wal)?;
@@ -522,20 +530,144 @@ impl Db {
         };
         st.page_size = h.page_size;
         let commit = (len / u64::from(h.page_size)) as u32;
-        let lock = lock_pgno(h.page_size);
-        let mut buf = vec![0u8; h.page_size as usize];
-        st.checksums = vec![0; commit as usize];
-        for pgno in 1..=commit {
-            if pgno == lock {
-                continue;
-            }
-            f.read_exact_at(&mut buf, u64::from(pgno - 1) * u64::from(h.page_size))
-                .ctx(&self.paths.database)?;
-            let c = page_checksum(pgno, &buf);
-            st.checksums[(pgno - 1) as usize] = c.0;
-            st.checksum = st.checksum.toggle(c);
-        }
+        st.checksums = self.scan_pages(&f, h.page_size, commit)?;
+        st.checksum = fold(&st.checksums);
         st.commit = commit;
+        Ok(())
+    }
+
+    /// The checksum of every page 1..=`commit` of the database file (0 for
+    /// the lock page).
+    fn scan_pages(&self, f: &File, page_size: u32, commit: u32) -> Result<Vec<u64>, StoreError> {
+        let lock = lock_pgno(page_size);
+        // Large reads: start-up time is this loop on a big database.
+        let per_read = ((1usize << 20) / page_size.max(1) as usize).max(1);
+        let mut buf = vec![0u8; per_read * page_size as usize];
+        let mut out = Vec::with_capacity(commit as usize);
+        let mut pgno = 1u32;
+        while pgno <= commit {
+            let n = ((commit - pgno + 1) as usize).min(per_read);
+            let chunk = &mut buf[..n * page_size as usize];
+            f.read_exact_at(chunk, u64::from(pgno - 1) * u64::from(page_size))
+                .ctx(&self.paths.database)?;
+            for page in chunk.chunks_exact(page_size as usize) {
+                out.push(if pgno == lock {
+                    0
+                } else {
+                    page_checksum(pgno, page).0
+                });
+                pgno += 1;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Takes the table saved at the last clean shutdown if it provably
+    /// describes the database file at the recovered position (see
+    /// `saved.rs`); the background verification is then due.
+    fn use_saved_checksums(&self, st: &mut State) -> Result<bool, StoreError> {
+        let Some(saved) = saved::take(&self.paths.dir.join(SAVED_CHECKSUMS), &self.name) else {
+            return Ok(false);
+        };
+        let Some(f) = open_read(&self.paths.database)? else {
+            return Ok(false);
+        };
+        let meta = f.metadata().ctx(&self.paths.database)?;
+        if let Err(reason) = saved.check(st.pos, &meta) {
+            tracing::warn!(db = %self.name, reason, "saved checksum table does not apply; rescanning");
+            return Ok(false);
+        }
+        tracing::info!(db = %self.name, pages = saved.checksums.len(), "page checksums taken from the clean shutdown; verifying in the background");
+        st.page_size = saved.page_size;
+        st.commit = saved.checksums.len() as u32;
+        st.checksum = st.pos.post_apply_checksum;
+        st.checksums = saved.checksums;
+        st.unverified = Some(saved.stamp);
+        Ok(true)
+    }
+
+    /// Saves the page-checksum table for the next start, at a clean
+    /// shutdown once nothing can write. Returns whether it did: a database
+    /// whose WAL still holds frames, or with writes not yet captured, is
+    /// skipped (the next start rescans it).
+    pub fn save_checksums(&self) -> Result<bool, StoreError> {
+        self.sync_position()?;
+        let st = self.lock()?;
+        if st.pos.txid.0 == 0
+            || st.page_size == 0
+            || st.commit == 0
+            || !st.dirty.is_empty()
+            || st.checksum != st.pos.post_apply_checksum
+        {
+            return Ok(false);
+        }
+        match std::fs::metadata(&self.paths.wal) {
+            Ok(m) if m.len() > 0 => return Ok(false),
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(e).ctx(&self.paths.wal),
+        }
+        let meta = std::fs::metadata(&self.paths.database).ctx(&self.paths.database)?;
+        let saved = Saved {
+            pos: st.pos,
+            page_size: st.page_size,
+            checksums: st.checksums.clone(),
+            stamp: Stamp::of(&meta),
+        };
+        if saved.check(st.pos, &meta).is_err() {
+            return Ok(false);
+        }
+        let path = self.paths.dir.join(SAVED_CHECKSUMS);
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, saved.encode()).ctx(&tmp)?;
+        std::fs::rename(&tmp, &path).ctx(&path)?;
+        Ok(true)
+    }
+
+    /// Checks a table taken from the clean shutdown against the database
+    /// file itself, off the start-up path. If they differ, the table is
+    /// replaced and the next LTX file is a snapshot. Inconclusive (and
+    /// logged) when the database is written before the scan completes:
+    /// the table has moved on with it by then.
+    pub fn verify_saved_checksums(&self) -> Result<(), StoreError> {
+        let Some(stamp) = self.lock()?.unverified.take() else {
+            return Ok(());
+        };
+        let Some(f) = open_read(&self.paths.database)? else {
+            return Ok(());
+        };
+        let (page_size, commit) = {
+            let st = self.lock()?;
+            (st.page_size, st.commit)
+        };
+        let unchanged = |f: &File| -> Result<bool, StoreError> {
+            Ok(Stamp::of(&f.metadata().ctx(&self.paths.database)?) == stamp)
+        };
+        let skipped = || {
+            tracing::info!(db = %self.name, "database written before its saved checksums were verified; verification skipped");
+            Ok(())
+        };
+        if !unchanged(&f)? {
+            return skipped();
+        }
+        let scanned = self.scan_pages(&f, page_size, commit)?;
+        let mut st = self.lock()?;
+        if !unchanged(&f)? || st.page_size != page_size || st.commit != commit {
+            return skipped();
+        }
+        if scanned == st.checksums {
+            tracing::info!(db = %self.name, pages = commit, "saved page checksums verified");
+            return Ok(());
+        }
+        let bad = scanned
+            .iter()
+            .zip(&st.checksums)
+            .position(|(a, b)| a != b)
+            .map_or(0, |i| i + 1);
+        tracing::error!(db = %self.name, first_page = bad, "saved page checksums were wrong; rescanned, the next LTX file is a snapshot");
+        st.checksum = fold(&scanned);
+        st.checksums = scanned;
+        self.progress.force_snapshot();
         Ok(())
     }
 
@@ -1278,6 +1410,18 @@ fn read_up_to(f: &File, buf: &mut [u8], off: u64) -> std::io::Result<usize> {
         }
     }
     Ok(done)
+}
+
+/// The file in a database's directory holding its page checksums between
+/// a clean shutdown and the next start.
+const SAVED_CHECKSUMS: &str = "checksums";
+
+/// The database checksum of a page-checksum table.
+fn fold(checksums: &[u64]) -> Checksum {
+    checksums
+        .iter()
+        .filter(|&&c| c != 0)
+        .fold(Checksum::EMPTY, |a, &c| a.toggle(Checksum(c)))
 }
 
 /// An encoded LTX file, its post-apply checksum, and the pages whose

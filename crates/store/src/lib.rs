@@ -17,6 +17,7 @@
 mod db;
 mod error;
 mod names;
+mod saved;
 mod store;
 mod writer;
 

@@ -59,6 +59,11 @@ impl Progress {
         self.force_snapshot.swap(false, Ordering::AcqRel)
     }
 
+    /// Makes the next capture write a snapshot.
+    pub(crate) fn force_snapshot(&self) {
+        self.force_snapshot.store(true, Ordering::Release);
+    }
+
     fn queued(&self) {
         if let Ok(mut c) = self.state.lock() {
             c.queued += 1;
