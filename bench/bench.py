@@ -258,11 +258,15 @@ def main():
     ap.add_argument("--seconds", type=float, default=2.0)
     ap.add_argument("--sizes", default="100,1000", help="large database sizes in MB, comma-separated")
     ap.add_argument("--quick", action="store_true", help="1 round, 1 s, sizes 100 MB only")
+    ap.add_argument("--smoke", action="store_true",
+                    help="checks that every workload runs (1 round, 0.2 s, 20 MB): the test suite runs this")
     ap.add_argument("--dir", default=None, help="where to run (default: a temp dir under /tmp)")
     ap.add_argument("--out", default="target/bench")
     a = ap.parse_args()
     if a.quick:
         a.rounds, a.seconds, a.sizes = 1, 1.0, "100"
+    if a.smoke:
+        a.rounds, a.seconds, a.sizes = 1, 0.2, "20"
     sizes = [int(s) for s in a.sizes.split(",") if s]
     base = tempfile.mkdtemp(prefix="litefs-bench-", dir=a.dir)
     plain = os.path.join(base, "plain")

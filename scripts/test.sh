@@ -29,5 +29,11 @@ cargo test --workspace --all-targets ${locked[@]+"${locked[@]}"} 2>&1
 # The mount tests again on the classic FUSE I/O path (the run above used
 # passthrough, where the kernel has it): both paths stay tested.
 LITEFS_TEST_IO=classic cargo test -p litefs-fuse-tests ${locked[@]+"${locked[@]}"} \
-    --test mount_capture --test mount_crash --test mount_more --test sqlite_tcl 2>&1
+    --test mount_capture --test mount_crash --test mount_more --test mount_restart \
+    --test sqlite_tcl 2>&1
 cargo test --workspace --doc ${locked[@]+"${locked[@]}"} 2>&1
+# The benchmark must keep working (it measures, it asserts no speed): every
+# workload once, briefly, on both I/O paths and the floor filesystem.
+cargo build --release -p litefs-fuse --example floorfs ${locked[@]+"${locked[@]}"} 2>&1
+python3 bench/bench.py --smoke --mode both --litefs "$LITEFS_BIN" \
+    --floorfs "${CARGO_TARGET_DIR:-$PWD/target}/release/examples/floorfs" --out target/bench-smoke
