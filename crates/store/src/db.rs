@@ -2,9 +2,9 @@
 //! committed transactions into LTX files.
 
 use crate::error::{IoContext, StoreError};
-use crate::saved::{self, Saved, Stamp};
+use crate::saved::{self, fold, Saved, Stamp};
 use crate::store::{poisoned, StoreOptions};
-use crate::writer::{LtxOut, LtxWriter, Progress, SPILL_BYTES};
+use crate::writer::{tmp_path, LtxOut, LtxWriter, Progress, SPILL_BYTES};
 use litefs_ltx::{
     format_file_name, lock_pgno, page_checksum, parse_file_name, Checksum, Encoder, Format, Header,
     Pos, Txid, Version, FLAG_COMPRESS_LZ4,
@@ -630,15 +630,15 @@ impl Db {
     /// logged) when the database is written before the scan completes:
     /// the table has moved on with it by then.
     pub fn verify_saved_checksums(&self) -> Result<(), StoreError> {
-        let Some(stamp) = self.lock()?.unverified.take() else {
-            return Ok(());
+        let (stamp, page_size, commit) = {
+            let mut st = self.lock()?;
+            let Some(stamp) = st.unverified.take() else {
+                return Ok(());
+            };
+            (stamp, st.page_size, st.commit)
         };
         let Some(f) = open_read(&self.paths.database)? else {
             return Ok(());
-        };
-        let (page_size, commit) = {
-            let st = self.lock()?;
-            (st.page_size, st.commit)
         };
         let unchanged = |f: &File| -> Result<bool, StoreError> {
             Ok(Stamp::of(&f.metadata().ctx(&self.paths.database)?) == stamp)
@@ -1194,17 +1194,12 @@ impl Db {
             });
         let (new, changes) = match encoded {
             Ok(Some(r)) => r,
-            Ok(None) => {
+            // Nothing to record, or a failure: no spilled file may remain.
+            other => {
                 if spilled {
-                    let _ = std::fs::remove_file(self.paths.ltx.join(format!("{name}.tmp")));
+                    let _ = std::fs::remove_file(tmp_path(&self.paths.ltx, &name));
                 }
-                return Ok(());
-            }
-            Err(e) => {
-                if spilled {
-                    let _ = std::fs::remove_file(self.paths.ltx.join(format!("{name}.tmp")));
-                }
-                return Err(e);
+                return other.map(|_| ());
             }
         };
         set_commit(st, commit);
@@ -1416,14 +1411,6 @@ fn read_up_to(f: &File, buf: &mut [u8], off: u64) -> std::io::Result<usize> {
 /// a clean shutdown and the next start.
 const SAVED_CHECKSUMS: &str = "checksums";
 
-/// The database checksum of a page-checksum table.
-fn fold(checksums: &[u64]) -> Checksum {
-    checksums
-        .iter()
-        .filter(|&&c| c != 0)
-        .fold(Checksum::EMPTY, |a, &c| a.toggle(Checksum(c)))
-}
-
 /// An encoded LTX file, its post-apply checksum, and the pages whose
 /// checksums it changes (page number, new checksum).
 type Encoded = (LtxOut, Checksum, Vec<(u32, u64)>);
@@ -1449,18 +1436,8 @@ enum Source {
 /// Reads a page; bytes past the end of the file read as zeros (a page SQLite
 /// counts in the database size but has not written yet).
 fn read_page(f: &File, buf: &mut [u8], off: u64) -> std::io::Result<()> {
-    let mut done = 0;
-    while done < buf.len() {
-        match f.read_at(&mut buf[done..], off + done as u64) {
-            Ok(0) => {
-                buf[done..].fill(0);
-                break;
-            }
-            Ok(n) => done += n,
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
+    let n = read_up_to(f, buf, off)?;
+    buf[n..].fill(0);
     Ok(())
 }
 

@@ -144,16 +144,20 @@ impl Saved {
         if u64::from(self.page_size) * self.checksums.len() as u64 != self.stamp.len {
             return Err("page count does not match the file size");
         }
-        let folded = self
-            .checksums
-            .iter()
-            .filter(|&&c| c != 0)
-            .fold(Checksum::EMPTY, |a, &c| a.toggle(Checksum(c)));
-        if folded != pos.post_apply_checksum {
+        if fold(&self.checksums) != pos.post_apply_checksum {
             return Err("pages do not fold to the position's checksum");
         }
         Ok(())
     }
+}
+
+/// The database checksum of a page-checksum table (0 entries, such as the
+/// lock page, contribute nothing).
+pub(crate) fn fold(checksums: &[u64]) -> Checksum {
+    checksums
+        .iter()
+        .filter(|&&c| c != 0)
+        .fold(Checksum::EMPTY, |a, &c| a.toggle(Checksum(c)))
 }
 
 /// Reads and removes the saved table at `path`: `None` if there is none

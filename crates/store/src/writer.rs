@@ -170,7 +170,7 @@ impl LtxOut {
         if len <= SPILL_BYTES {
             return Ok(LtxOut::Memory(Vec::with_capacity(len + 256)));
         }
-        let tmp = dir.join(format!("{name}.tmp"));
+        let tmp = tmp_path(dir, name);
         let file = OpenOptions::new()
             .write(true)
             .create(true)
@@ -239,11 +239,16 @@ impl Write for LtxOut {
     }
 }
 
+/// The temporary name `dir/name` is written under before its rename.
+pub(crate) fn tmp_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.tmp"))
+}
+
 /// Writes `bytes` as `dir/name` through a temporary name, so that the name
 /// never shows a partial file. Not fsynced (see the durability contract in
 /// docs/architecture.md).
 fn write_file_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
-    let tmp = dir.join(format!("{name}.tmp"));
+    let tmp = tmp_path(dir, name);
     let mut f = OpenOptions::new()
         .write(true)
         .create(true)
