@@ -284,6 +284,53 @@ impl Node {
         }
     }
 
+    /// Checks `db` on the mount against its LTX chain: `integrity_check` is
+    /// ok, replaying every LTX file from nothing rebuilds the database byte
+    /// for byte (after a checkpoint folds the WAL in) with the position's
+    /// checksum, and `-pos` names that position. Returns the replay.
+    pub fn check_chain(&self, db: &str) -> replay::Replayed {
+        let path = self.path(db);
+        assert_eq!(sqlite3(&path, "PRAGMA integrity_check;").trim(), "ok");
+        // Fold the WAL into the database so the file alone is the state.
+        let _ = sqlite3(&path, "PRAGMA wal_checkpoint(TRUNCATE);");
+        let bytes = std::fs::read(&path).expect("read db through the mount");
+        let pos = self.sync_pos(db);
+        let r = replay::replay_dir(&self.ltx_dir(&db.replace('/', "%2F")));
+        assert_eq!(r.bytes.len(), bytes.len(), "{db}: replayed size");
+        if r.bytes != bytes {
+            let ps = r.page_size as usize;
+            let first = r
+                .bytes
+                .chunks(ps)
+                .zip(bytes.chunks(ps))
+                .position(|(a, b)| a != b);
+            panic!(
+                "{db}: replayed database differs from the mount, first at page {:?}",
+                first.map(|i| i + 1)
+            );
+        }
+        assert_eq!(
+            replay::checksum(&bytes, r.page_size),
+            r.pos.post_apply_checksum
+        );
+        assert_eq!(pos, format!("{}\n", r.pos), "{db}-pos");
+        r
+    }
+
+    /// The (min, max) TXIDs of `db`'s LTX files, in order.
+    pub fn ltx_ranges(&self, db: &str) -> Vec<(u64, u64)> {
+        let mut v: Vec<(u64, u64)> = std::fs::read_dir(self.ltx_dir(db))
+            .expect("ltx dir")
+            .filter_map(|e| {
+                let n = e.ok()?.file_name().into_string().ok()?;
+                let (min, max) = litefs_ltx::parse_file_name(&n)?;
+                Some((min.0, max.0))
+            })
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
     /// The LTX directory of a database in the data directory.
     pub fn ltx_dir(&self, db: &str) -> PathBuf {
         self.data.join("dbs").join(db).join("ltx")

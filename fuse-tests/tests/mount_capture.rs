@@ -4,37 +4,10 @@
 //! for byte with the same checksum.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use litefs_fuse_tests::replay::{checksum, replay_dir};
 use litefs_fuse_tests::{fuse_available, sqlite3, sqlite3_output, Node};
 use std::path::Path;
 
 const MODES: [&str; 4] = ["delete", "truncate", "persist", "wal"];
-
-/// Checks a database on the mount against its LTX chain and its `-pos`.
-fn check_chain(node: &Node, db: &str) {
-    let path = node.path(db);
-    assert_eq!(sqlite3(&path, "PRAGMA integrity_check;").trim(), "ok");
-    // Fold the WAL into the database so the file alone is the state.
-    let _ = sqlite3(&path, "PRAGMA wal_checkpoint(TRUNCATE);");
-    let bytes = std::fs::read(&path).expect("read db through the mount");
-    let pos = node.sync_pos(db);
-    let r = replay_dir(&node.ltx_dir(&db.replace('/', "%2F")));
-    assert_eq!(r.bytes.len(), bytes.len(), "{db}: replayed size");
-    if r.bytes != bytes {
-        let ps = r.page_size as usize;
-        let first = r
-            .bytes
-            .chunks(ps)
-            .zip(bytes.chunks(ps))
-            .position(|(a, b)| a != b);
-        panic!(
-            "{db}: replayed database differs from the mount, first at page {:?}",
-            first.map(|i| i + 1)
-        );
-    }
-    assert_eq!(checksum(&bytes, r.page_size), r.pos.post_apply_checksum);
-    assert_eq!(pos, format!("{}\n", r.pos), "{db}-pos");
-}
 
 fn workload(path: &Path, mode: &str) {
     sqlite3(path, &format!("PRAGMA journal_mode={mode};"));
@@ -92,7 +65,7 @@ fn sqlite3_cli_in_every_journal_mode() {
     for mode in MODES {
         let db = format!("cli-{mode}.db");
         workload(&node.path(&db), mode);
-        check_chain(&node, &db);
+        node.check_chain(&db);
     }
 }
 
@@ -121,7 +94,7 @@ fn page_sizes_and_auto_vacuum() {
             "DELETE FROM t WHERE rowid % 2 = 0; PRAGMA incremental_vacuum(5);",
         );
         sqlite3(&path, "PRAGMA incremental_vacuum;");
-        check_chain(&node, &db);
+        node.check_chain(&db);
     }
 }
 
@@ -140,7 +113,7 @@ fn unlink_drops_and_recreate_continues() {
         sqlite3(&path, "SELECT name FROM sqlite_master;").trim(),
         "t2"
     );
-    check_chain(&node, "drop.db");
+    node.check_chain("drop.db");
 }
 
 #[test]
@@ -192,7 +165,7 @@ fn python_sqlite3_in_every_journal_mode() {
             "{mode}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        check_chain(&node, &db);
+        node.check_chain(&db);
     }
 }
 
@@ -247,7 +220,7 @@ fn concurrent_writers_and_readers_in_wal_mode() {
         .parse()
         .expect("rows");
     assert_eq!(rows, writes, "every committed write is there");
-    check_chain(&node, "conc.db");
+    node.check_chain("conc.db");
 }
 
 /// Databases in subdirectories of the mount (LiteFS has a flat namespace).
@@ -265,8 +238,8 @@ fn databases_in_subdirectories() {
     );
     workload(&node.path("tenants/42.db"), "wal");
     workload(&node.path("tenants/eu/7.db"), "delete");
-    check_chain(&node, "tenants/42.db");
-    check_chain(&node, "tenants/eu/7.db");
+    node.check_chain("tenants/42.db");
+    node.check_chain("tenants/eu/7.db");
     let mut names: Vec<String> = std::fs::read_dir(node.path("tenants"))
         .expect("readdir")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
@@ -294,7 +267,7 @@ fn databases_in_subdirectories() {
         sqlite3(&node.path("tenants/42.db"), "PRAGMA integrity_check;").trim(),
         "ok"
     );
-    check_chain(&node, "tenants/42.db");
+    node.check_chain("tenants/42.db");
 }
 
 /// The same kind of workload through `rusqlite` (SQLite compiled into the
@@ -363,7 +336,7 @@ fn rusqlite_in_every_journal_mode() {
                 .expect("count");
             assert_eq!(n, 1);
         }
-        check_chain(&node, &db);
+        node.check_chain(&db);
     }
 }
 
@@ -391,7 +364,7 @@ fn large_transactions_stream_their_ltx_files() {
                  INSERT INTO t VALUES (3);"
             ),
         );
-        check_chain(&node, &db);
+        node.check_chain(&db);
         let dir = node.ltx_dir(&db);
         let sizes: Vec<u64> = std::fs::read_dir(&dir)
             .unwrap()

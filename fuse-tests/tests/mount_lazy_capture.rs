@@ -8,7 +8,6 @@
 //! commit frame is written; the chain must be just as right.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use litefs_fuse_tests::replay::{checksum, replay_dir};
 use litefs_fuse_tests::{classic_io, fuse_available, sqlite3, Node};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -27,33 +26,6 @@ fn python(script: &str, db: &std::path::Path) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Replays the LTX chain of `db` and checks it rebuilds the database.
-fn check_chain(node: &Node, db: &str) -> litefs_fuse_tests::replay::Replayed {
-    let path = node.path(db);
-    assert_eq!(sqlite3(&path, "PRAGMA integrity_check;").trim(), "ok");
-    let _ = sqlite3(&path, "PRAGMA wal_checkpoint(TRUNCATE);");
-    let bytes = std::fs::read(&path).expect("read db");
-    node.sync_pos(db);
-    let r = replay_dir(&node.ltx_dir(db));
-    assert!(r.bytes == bytes, "{db}: replayed database differs");
-    assert_eq!(checksum(&bytes, r.page_size), r.pos.post_apply_checksum);
-    r
-}
-
-/// LTX file names in a directory: (min, max) TXIDs.
-fn ltx_ranges(node: &Node, db: &str) -> Vec<(u64, u64)> {
-    let mut v: Vec<(u64, u64)> = std::fs::read_dir(node.ltx_dir(db))
-        .expect("ltx dir")
-        .filter_map(|e| {
-            let n = e.ok()?.file_name().into_string().ok()?;
-            let (min, max) = litefs_ltx::parse_file_name(&n)?;
-            Some((min.0, max.0))
-        })
-        .collect();
-    v.sort_unstable();
-    v
 }
 
 const WAL_SESSION: &str = r#"
@@ -92,10 +64,10 @@ fn barriers_capture_every_commit() {
     }
     let node = Node::start_with_fuse("capture-interval: 1h");
     let out = python(WAL_SESSION, &node.path("a.db"));
-    let r = check_chain(&node, "a.db");
+    let r = node.check_chain("a.db");
     // 1 (journal_mode) + 1 (create) + 20 + 200 + 50 commits.
     assert_eq!(r.pos.txid.0, 272, "{out}");
-    let ranges = ltx_ranges(&node, "a.db");
+    let ranges = node.ltx_ranges("a.db");
     let batched = ranges.iter().any(|(min, max)| max > min && *min > 1);
     if classic_io() {
         assert!(!batched, "classic capture writes one file per commit");
@@ -144,7 +116,7 @@ fn periodic_capture_follows_an_open_connection() {
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut last = 0;
     while Instant::now() < deadline {
-        last = ltx_ranges(&node, "b.db").last().map_or(0, |r| r.1);
+        last = node.ltx_ranges("b.db").last().map_or(0, |r| r.1);
         if last >= 102 {
             break;
         }
@@ -153,7 +125,7 @@ fn periodic_capture_follows_an_open_connection() {
     let _ = child.kill();
     let _ = child.wait();
     assert_eq!(last, 102, "LTX files stopped short of the last commit");
-    check_chain(&node, "b.db");
+    node.check_chain("b.db");
 }
 
 const KILLED: &str = r#"
@@ -183,11 +155,11 @@ fn last_close_of_a_killed_writer_captures_its_commits() {
     // The kernel closed the WAL when the process died; that close is the
     // barrier. Nothing else has run: the LTX files alone must be complete.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline && ltx_ranges(&node, "c.db").last().map(|r| r.1) != Some(102) {
+    while Instant::now() < deadline && node.ltx_ranges("c.db").last().map(|r| r.1) != Some(102) {
         std::thread::sleep(Duration::from_millis(10));
     }
-    assert_eq!(ltx_ranges(&node, "c.db").last().map(|r| r.1), Some(102));
-    let r = check_chain(&node, "c.db");
+    assert_eq!(node.ltx_ranges("c.db").last().map(|r| r.1), Some(102));
+    let r = node.check_chain("c.db");
     assert_eq!(r.pos.txid.0, 102);
     assert_eq!(
         sqlite3(&node.path("c.db"), "SELECT count(*) FROM t;").trim(),
@@ -214,7 +186,7 @@ time.sleep(30)
 fn wait_for_txid(node: &Node, db: &str, txid: u64) -> u64 {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let last = ltx_ranges(node, db).last().map_or(0, |r| r.1);
+        let last = node.ltx_ranges(db).last().map_or(0, |r| r.1);
         if last >= txid || Instant::now() > deadline {
             return last;
         }
@@ -263,7 +235,7 @@ fn persist_journal_commits_are_captured_without_a_position_read() {
         assert!(pos.starts_with("000000000000001f/"), "{locking}: {pos}");
         let _ = child.kill();
         let _ = child.wait();
-        let r = check_chain(&node, &db);
+        let r = node.check_chain(&db);
         assert_eq!(r.pos.txid.0, 31, "{locking}");
     }
 }

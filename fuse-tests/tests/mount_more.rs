@@ -2,24 +2,8 @@
 //! against a real mount and checked against the replayed LTX chain.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use litefs_fuse_tests::replay::{checksum, replay_dir};
 use litefs_fuse_tests::{fuse_available, is_mounted, sqlite3, Node};
 use std::time::Duration;
-
-fn check_chain(node: &Node, db: &str) {
-    let path = node.path(db);
-    assert_eq!(sqlite3(&path, "PRAGMA integrity_check;").trim(), "ok");
-    let _ = sqlite3(&path, "PRAGMA wal_checkpoint(TRUNCATE);");
-    let bytes = std::fs::read(&path).expect("read db");
-    let pos = node.sync_pos(db);
-    let r = replay_dir(&node.ltx_dir(db));
-    assert!(
-        r.bytes == bytes,
-        "{db}: replayed chain differs from the database"
-    );
-    assert_eq!(checksum(&bytes, r.page_size), r.pos.post_apply_checksum);
-    assert_eq!(pos, format!("{}\n", r.pos));
-}
 
 fn txid(node: &Node, db: &str) -> u64 {
     let pos = std::fs::read_to_string(node.path(&format!("{db}-pos"))).expect("pos");
@@ -56,7 +40,7 @@ fn exclusive_locking_mode() {
         }
         drop(c);
         assert!(!node.path(&format!("{db}-shm")).exists() || mode == "delete");
-        check_chain(&node, &db);
+        node.check_chain(&db);
     }
 }
 
@@ -97,7 +81,7 @@ fn journal_size_limit() {
                 );
             }
         }
-        check_chain(&node, &db);
+        node.check_chain(&db);
     }
 }
 
@@ -123,7 +107,7 @@ fn database_past_the_lock_page() {
     );
     let pages: u64 = sqlite3(&path, "PRAGMA page_count;").trim().parse().unwrap();
     assert!(pages > 16386, "database has {pages} pages");
-    check_chain(&node, db);
+    node.check_chain(db);
 }
 
 /// A mount removed from outside (`fusermount3 -u`) stops the daemon with

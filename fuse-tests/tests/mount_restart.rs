@@ -3,7 +3,6 @@
 //! file, and is checked against the file in the background.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use litefs_fuse_tests::replay::{checksum, replay_dir};
 use litefs_fuse_tests::{fuse_available, sqlite3, Node};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -43,27 +42,9 @@ fn stopped_node() -> Node {
     node
 }
 
-/// The chain replays to the database on the mount, and `-pos` agrees.
-fn check(node: &Node, db: &str) {
-    let path = node.path(db);
-    assert_eq!(sqlite3(&path, "PRAGMA integrity_check;").trim(), "ok");
-    let _ = sqlite3(&path, "PRAGMA wal_checkpoint(TRUNCATE);");
-    let pos = node.sync_pos(db);
-    let bytes = std::fs::read(&path).unwrap();
-    let r = replay_dir(&node.ltx_dir(db));
-    assert!(r.bytes == bytes, "{db}: replayed database differs");
-    assert_eq!(checksum(&bytes, r.page_size), r.pos.post_apply_checksum);
-    assert_eq!(pos, format!("{}\n", r.pos));
-}
-
-fn ltx_names(node: &Node, db: &str) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(node.ltx_dir(db))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    // By the TXID they reach: a snapshot (1-N) sorts by its N.
-    v.sort_by_key(|n| n.get(17..).map(str::to_owned));
-    v
+/// The TXID the newest LTX file of `db` reaches.
+fn max_txid(node: &Node, db: &str) -> u64 {
+    node.ltx_ranges(db).iter().map(|r| r.1).max().unwrap()
 }
 
 #[test]
@@ -72,14 +53,14 @@ fn clean_restart_takes_saved_checksums_and_verifies_them() {
         return;
     }
     let mut node = stopped_node();
-    let before: Vec<String> = ["t.db", "d.db"]
+    let before: Vec<u64> = ["t.db", "d.db"]
         .iter()
         .map(|db| {
             assert!(
                 saved_path(&node, db).exists(),
                 "{db}: nothing saved at shutdown"
             );
-            ltx_names(&node, db).last().unwrap().clone()
+            max_txid(&node, db)
         })
         .collect();
     node.spawn();
@@ -91,15 +72,19 @@ fn clean_restart_takes_saved_checksums_and_verifies_them() {
             "{db}: saved table not removed at start"
         );
         sqlite3(&node.path(db), "INSERT INTO t VALUES (1);");
+        node.sync_pos(db);
         // The chain simply continues: no snapshot was needed.
-        let names = ltx_names(&node, db);
-        let next = &names[names.iter().position(|n| *n == last).unwrap() + 1..];
+        let next: Vec<(u64, u64)> = node
+            .ltx_ranges(db)
+            .into_iter()
+            .filter(|r| r.1 > last)
+            .collect();
         assert!(!next.is_empty(), "{db}: nothing captured after restart");
         assert!(
-            next.iter().all(|n| !n.starts_with("0000000000000001-")),
+            next.iter().all(|r| r.0 != 1),
             "{db}: unexpected snapshot after a verified restart: {next:?}"
         );
-        check(&node, db);
+        node.check_chain(db);
     }
     assert!(
         !node.log_text().contains("saved checksum table"),
@@ -121,7 +106,7 @@ fn damaged_saved_checksums_are_not_used() {
     node.spawn();
     wait_for_log(&node, "saved checksum table unusable");
     sqlite3(&node.path("t.db"), "INSERT INTO t VALUES (1);");
-    check(&node, "t.db");
+    node.check_chain("t.db");
 }
 
 #[test]
@@ -139,7 +124,7 @@ fn database_changed_while_stopped_is_rescanned() {
     node.spawn();
     wait_for_log(&node, "the database file changed since it was saved");
     sqlite3(&node.path("d.db"), "INSERT INTO t VALUES (1);");
-    check(&node, "d.db");
+    node.check_chain("d.db");
 }
 
 /// A table that passes every cheap check (its CRC, its fold to the
@@ -168,10 +153,14 @@ fn wrong_saved_checksums_are_caught_by_the_background_scan() {
     wait_for_log(&node, "saved page checksums were wrong");
     sqlite3(&node.path("d.db"), "INSERT INTO t VALUES (1);");
     node.sync_pos("d.db");
-    let last = ltx_names(&node, "d.db").pop().unwrap();
-    assert!(
-        last.starts_with("0000000000000001-"),
-        "the first file after the repair must be a snapshot: {last}"
+    let last = node
+        .ltx_ranges("d.db")
+        .into_iter()
+        .max_by_key(|r| r.1)
+        .unwrap();
+    assert_eq!(
+        last.0, 1,
+        "the first file after the repair must be a snapshot: {last:?}"
     );
-    check(&node, "d.db");
+    node.check_chain("d.db");
 }
