@@ -97,31 +97,10 @@ fn periodic_capture_follows_an_open_connection() {
         return;
     }
     let node = Node::start_with_fuse("capture-interval: 5ms");
-    let mut child = Command::new("python3")
-        .arg("-c")
-        .arg(KEEP_OPEN)
-        .arg(node.path("b.db"))
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn python3");
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    assert_eq!(line.trim(), "committed");
+    let mut child = spawn_until_committed(KEEP_OPEN, &[node.path("b.db").as_os_str()]);
     // No barrier: the connection stays open, nothing reads -pos. The LTX
     // files must still reach the last commit (TXID 102) promptly.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut last = 0;
-    while Instant::now() < deadline {
-        last = node.ltx_ranges("b.db").last().map_or(0, |r| r.1);
-        if last >= 102 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let last = wait_for_txid(&node, "b.db", 102);
     let _ = child.kill();
     let _ = child.wait();
     assert_eq!(last, 102, "LTX files stopped short of the last commit");
@@ -181,6 +160,26 @@ sys.stdout.flush()
 time.sleep(30)
 "#;
 
+/// Starts a Python `script` with `args` that keeps its connection open,
+/// and returns once it printed `committed`.
+fn spawn_until_committed(script: &str, args: &[&std::ffi::OsStr]) -> std::process::Child {
+    let mut child = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn python3");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "committed");
+    child
+}
+
 /// Waits until the newest LTX file reaches `txid` (or 10 s pass); returns
 /// the newest TXID seen.
 fn wait_for_txid(node: &Node, db: &str, txid: u64) -> u64 {
@@ -208,21 +207,11 @@ fn persist_journal_commits_are_captured_without_a_position_read() {
     let node = Node::start_with_fuse("capture-interval: 1h");
     for locking in ["normal", "exclusive"] {
         let db = format!("p-{locking}.db");
-        let mut child = Command::new("python3")
-            .arg("-c")
-            .arg(PERSIST_SESSION)
-            .arg(node.path(&db))
-            .arg(locking)
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("spawn python3");
-        let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-            &mut line,
-        )
-        .unwrap();
-        assert_eq!(line.trim(), "committed");
+        let path = node.path(&db);
+        let mut child = spawn_until_committed(
+            PERSIST_SESSION,
+            &[path.as_os_str(), std::ffi::OsStr::new(locking)],
+        );
         // CREATE TABLE is TXID 1, the inserts 2..=31. Exclusive locking:
         // the last commit waits for a barrier, the others must not.
         let want = if locking == "normal" { 31 } else { 30 };
