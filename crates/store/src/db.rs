@@ -3,7 +3,7 @@
 
 use crate::error::{IoContext, StoreError};
 use crate::saved::{self, fold, Saved, Stamp};
-use crate::store::{poisoned, StoreOptions};
+use crate::store::{poisoned, Changes, StoreOptions};
 use crate::writer::{tmp_path, LtxOut, LtxWriter, Progress, SPILL_BYTES};
 use litefs_ltx::{
     format_file_name, lock_pgno, page_checksum, parse_file_name, Checksum, Encoder, Format, Header,
@@ -145,6 +145,7 @@ pub struct Db {
     writer: LtxWriter,
     /// LTX files of this database queued but not yet written.
     progress: Arc<Progress>,
+    changes: Arc<Changes>,
 }
 
 fn now_ms() -> i64 {
@@ -173,6 +174,7 @@ impl Db {
         paths: DbPaths,
         opts: StoreOptions,
         writer: LtxWriter,
+        changes: Arc<Changes>,
     ) -> Result<Db, StoreError> {
         std::fs::create_dir_all(&paths.ltx).ctx(&paths.ltx)?;
         let db = Db {
@@ -182,6 +184,7 @@ impl Db {
             state: Mutex::new(State::empty()),
             writer,
             progress: Arc::default(),
+            changes,
         };
         db.recover()?;
         db.progress.flush()?;
@@ -1213,6 +1216,7 @@ impl Db {
             post_apply_checksum: new,
         };
         st.timestamp = header.timestamp;
+        self.changes.notify(&self.name);
         tracing::debug!(db = %self.name, txid = %txid, pages = pages.len(), commit, "committed");
         Ok(())
     }

@@ -16,12 +16,16 @@
 
 mod db;
 mod error;
+mod fence;
 mod names;
+mod role;
 mod saved;
 mod store;
 mod writer;
 
 pub use db::{Db, DbPaths};
 pub use error::StoreError;
+pub use fence::{Fence, FenceGuard, NoClients};
 pub use names::{parent_of, validate_db_name};
-pub use store::{Listing, Store, StoreOptions};
+pub use role::{PrimaryInfo, Role, LAG_UNKNOWN_MS};
+pub use store::{Listener, Listening, Listing, Store, StoreOptions};

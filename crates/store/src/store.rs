@@ -4,6 +4,7 @@
 use crate::db::{Db, DbPaths};
 use crate::error::{IoContext, StoreError};
 use crate::names::{decode, encode, parent_of, validate_db_name, SLASH};
+use crate::role::Role;
 use crate::writer::LtxWriter;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -34,6 +35,56 @@ pub struct Store {
     opts: StoreOptions,
     inner: RwLock<Inner>,
     writer: LtxWriter,
+    role: Role,
+    changes: Arc<Changes>,
+}
+
+/// Called with a database's name whenever its position moves (a capture,
+/// an apply, an import). Must be cheap and must not call back into the
+/// database: it runs under the database's mutex.
+pub type Listener = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// The registered [`Listener`]s.
+#[derive(Default)]
+pub(crate) struct Changes {
+    next: std::sync::atomic::AtomicU64,
+    listeners: RwLock<Vec<(u64, Listener)>>,
+}
+
+impl std::fmt::Debug for Changes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Changes")
+    }
+}
+
+impl Changes {
+    pub(crate) fn notify(&self, db: &str) {
+        if let Ok(l) = self.listeners.read() {
+            for (_, f) in l.iter() {
+                f(db);
+            }
+        }
+    }
+}
+
+/// Keeps a [`Listener`] registered; unregisters it when dropped.
+pub struct Listening {
+    id: u64,
+    changes: Arc<Changes>,
+}
+
+impl std::fmt::Debug for Listening {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listening").field("id", &self.id).finish()
+    }
+}
+
+impl Drop for Listening {
+    fn drop(&mut self) {
+        if let Ok(mut l) = self.changes.listeners.write() {
+            l.retain(|(id, _)| *id != self.id);
+        }
+    }
 }
 
 #[derive(Default)]
@@ -61,6 +112,32 @@ pub struct Listing {
 }
 
 impl Store {
+    /// This node's role: primary or replica, whom it follows, its lag.
+    pub fn role(&self) -> &Role {
+        &self.role
+    }
+
+    /// The options the store was opened with.
+    pub fn options(&self) -> StoreOptions {
+        self.opts
+    }
+
+    /// Calls `f` with a database's name each time its position moves, until
+    /// the returned handle is dropped.
+    pub fn listen(&self, f: Listener) -> Listening {
+        let id = self
+            .changes
+            .next
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Ok(mut l) = self.changes.listeners.write() {
+            l.push((id, f));
+        }
+        Listening {
+            id,
+            changes: self.changes.clone(),
+        }
+    }
+
     /// Waits until every database's captured LTX files are on disk (see
     /// [`Db::flush_ltx`]); reports the first write failure.
     pub fn flush_all(&self) -> Result<(), StoreError> {
@@ -98,6 +175,7 @@ impl Store {
         std::fs::create_dir_all(&dbs_dir).ctx(&dbs_dir)?;
         let mut inner = Inner::default();
         let writer = LtxWriter::spawn();
+        let changes = Arc::new(Changes::default());
         for entry in std::fs::read_dir(&dbs_dir).ctx(&dbs_dir)? {
             let entry = entry.ctx(&dbs_dir)?;
             let Some(raw) = entry.file_name().to_str().map(str::to_owned) else {
@@ -125,6 +203,7 @@ impl Store {
                 DbPaths::new(entry.path()),
                 opts,
                 writer.clone(),
+                changes.clone(),
             )?;
             inner.dbs.insert(name, Arc::new(db));
         }
@@ -162,6 +241,8 @@ impl Store {
             opts,
             inner: RwLock::new(inner),
             writer,
+            role: Role::default(),
+            changes,
         })
     }
 
@@ -241,6 +322,7 @@ impl Store {
             DbPaths::new(dir),
             self.opts,
             self.writer.clone(),
+            self.changes.clone(),
         )?);
         inner.dbs.insert(name.to_owned(), db.clone());
         Ok(db)
