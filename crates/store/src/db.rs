@@ -20,6 +20,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+mod apply;
+pub use apply::{Applied, Committed};
+
 /// The files of one database inside the data directory.
 #[derive(Debug, Clone)]
 pub struct DbPaths {
@@ -334,6 +337,13 @@ impl Db {
                     };
                 }
             }
+        }
+        if st.pos.txid.0 > 0
+            && st.checksum != st.pos.post_apply_checksum
+            && !wal_has_frames
+            && self.roll_forward(&mut st)?
+        {
+            return Ok(());
         }
         if st.pos.txid.0 == 0 && st.commit > 0 && !wal_has_frames {
             // A database placed in the data directory by hand (or whose LTX

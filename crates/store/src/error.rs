@@ -57,6 +57,37 @@ pub enum StoreError {
         /// Checksum of the files.
         actual: litefs_ltx::Checksum,
     },
+    /// An LTX file received from elsewhere (the primary, an import) is
+    /// malformed or fails its checksum; nothing was changed.
+    #[error("database {db}: invalid LTX file: {source}")]
+    InvalidLtx {
+        /// Database name.
+        db: String,
+        /// What is wrong with it.
+        source: litefs_ltx::DecodeError,
+    },
+    /// An LTX file that does not continue the database's position; nothing
+    /// was changed. The replica needs a snapshot.
+    #[error("database {db}: LTX file starting at TXID {min_txid} with pre-apply checksum {pre_apply} does not continue position {pos}")]
+    NotContiguous {
+        /// Database name.
+        db: String,
+        /// The database's position.
+        pos: litefs_ltx::Pos,
+        /// The file's first TXID.
+        min_txid: litefs_ltx::Txid,
+        /// The file's pre-apply checksum.
+        pre_apply: litefs_ltx::Checksum,
+    },
+    /// A file offered for import is not a usable SQLite database; nothing
+    /// was changed.
+    #[error("database {db}: cannot import: {reason}")]
+    InvalidImport {
+        /// Database name.
+        db: String,
+        /// What is wrong with the file.
+        reason: String,
+    },
 }
 
 /// Attaches a path to an I/O error.

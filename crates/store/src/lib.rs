@@ -23,7 +23,7 @@ mod saved;
 mod store;
 mod writer;
 
-pub use db::{Db, DbPaths};
+pub use db::{Applied, Committed, Db, DbPaths};
 pub use error::StoreError;
 pub use fence::{Fence, FenceGuard, NoClients};
 pub use names::{parent_of, validate_db_name};

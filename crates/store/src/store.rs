@@ -1,11 +1,14 @@
 //! The set of databases (and directories of the mount) under one data
 //! directory.
 
-use crate::db::{Db, DbPaths};
+use crate::db::{Applied, Db, DbPaths};
 use crate::error::{IoContext, StoreError};
+use crate::fence::Fence;
 use crate::names::{decode, encode, parent_of, validate_db_name, SLASH};
 use crate::role::Role;
 use crate::writer::LtxWriter;
+use litefs_ltx::Pos;
+use litefs_sqlite::{DbHeader, DB_HEADER_SIZE};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -328,6 +331,28 @@ impl Store {
         Ok(db)
     }
 
+    /// Replaces database `name` (created if new) with `image`, a whole
+    /// SQLite database file, as one transaction that replicates like any
+    /// other. The image is checked first (header, page size, size a whole
+    /// number of pages matching the header's page count); a bad one changes
+    /// nothing. The caller is responsible for SQLite's own integrity check,
+    /// which needs SQLite. Retries if a local commit races the import.
+    pub fn import(&self, name: &str, image: &[u8], fence: &dyn Fence) -> Result<Pos, StoreError> {
+        validate_db_name(name)?;
+        let page_size = check_image(name, image)?;
+        let db = self.create_db(name)?;
+        let mut tries = 0;
+        loop {
+            let ltx = db.import_ltx(image, page_size)?;
+            match db.apply_inner(&ltx, fence, true) {
+                Ok(Applied::At(pos)) => return Ok(pos),
+                Ok(Applied::Own) => return Ok(db.pos()),
+                Err(StoreError::NotContiguous { .. }) if tries < 5 => tries += 1,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// Creates the directory `path` of the mount; its parent must exist.
     pub fn mkdir(&self, path: &str) -> Result<(), StoreError> {
         validate_db_name(path)?;
@@ -374,6 +399,41 @@ impl Store {
         inner.dirs.remove(path);
         Ok(())
     }
+}
+
+/// Checks that `image` looks like a whole SQLite database file; returns
+/// its page size.
+fn check_image(name: &str, image: &[u8]) -> Result<u32, StoreError> {
+    let bad = |reason: String| StoreError::InvalidImport {
+        db: name.to_owned(),
+        reason,
+    };
+    if image.len() < DB_HEADER_SIZE {
+        return Err(bad(format!(
+            "{} bytes is shorter than a SQLite header",
+            image.len()
+        )));
+    }
+    let h = DbHeader::parse(&image[..DB_HEADER_SIZE])
+        .map_err(|e| bad(format!("not a SQLite database: {e}")))?;
+    let ps = h.page_size as usize;
+    if image.len() % ps != 0 {
+        return Err(bad(format!(
+            "{} bytes is not a whole number of {ps}-byte pages",
+            image.len()
+        )));
+    }
+    let pages = image.len() / ps;
+    if pages > u32::MAX as usize - 1 {
+        return Err(bad("too many pages".into()));
+    }
+    if h.page_count_valid() && h.page_count as usize != pages {
+        return Err(bad(format!(
+            "the header says {} pages but the file holds {pages}",
+            h.page_count
+        )));
+    }
+    Ok(h.page_size)
 }
 
 fn not_found(path: &Path) -> StoreError {

@@ -1,0 +1,584 @@
+//! Changing a database from outside SQLite: applying LTX files received
+//! from the primary (or built from an import), and reading the committed
+//! database for snapshots and exports.
+//!
+//! An apply is a small redo log: the LTX file is written (under its final
+//! name, atomically) before any page of the database changes, and the
+//! rolling checksum must equal the file's post-apply checksum afterwards.
+//! Recovery rolls an interrupted apply forward from that file (see
+//! [`Db::roll_forward`]).
+
+use super::*;
+use crate::fence::{Fence, FenceGuard};
+use litefs_ltx::{DecodeError, Decoder};
+use litefs_sqlite::{DB_HEADER_SIZE, WAL_INDEX_HEADER_SIZE as IH};
+
+/// What [`Db::apply_ltx`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// The database is now at this position.
+    At(Pos),
+    /// The file came from this node (a write it forwarded, streamed back):
+    /// it is already part of the database; nothing was done.
+    Own,
+}
+
+/// The committed state a snapshot or export reads, fixed while writers are
+/// held off.
+#[derive(Debug, Clone, Copy)]
+pub struct Committed {
+    /// The position the pages add up to.
+    pub pos: Pos,
+    /// Timestamp (ms) of the LTX file that made the position.
+    pub timestamp: i64,
+    /// Page size in bytes.
+    pub page_size: u32,
+    /// Size in pages.
+    pub commit: u32,
+}
+
+impl Db {
+    /// Applies one LTX file from the primary: checks it end to end, checks
+    /// that it continues this database's position (a snapshot always
+    /// does), writes it to `ltx/`, writes its pages while `fence` keeps
+    /// SQLite clients out, and proves the result against its post-apply
+    /// checksum. On a mismatch the file is removed and the position reset to
+    /// zero, so the next connection to the primary asks for a snapshot; the
+    /// error says why. Files this node wrote itself are skipped.
+    pub fn apply_ltx(&self, ltx: &[u8], fence: &dyn Fence) -> Result<Applied, StoreError> {
+        self.apply_inner(ltx, fence, false)
+    }
+
+    pub(crate) fn apply_inner(
+        &self,
+        ltx: &[u8],
+        fence: &dyn Fence,
+        local: bool,
+    ) -> Result<Applied, StoreError> {
+        let invalid = |source: DecodeError| StoreError::InvalidLtx {
+            db: self.name.clone(),
+            source,
+        };
+        let (h, trailer) = litefs_ltx::verify(ltx, Version::V1).map_err(invalid)?;
+        if !local && self.opts.node_id != 0 && h.node_id == self.opts.node_id {
+            return Ok(Applied::Own);
+        }
+        self.check_continues(&*self.lock()?, &h)?;
+        let wal = self.database_is_wal()?;
+        let mut guard = fence.exclude(self, wal)?;
+        let mut st = self.lock()?;
+        if st.wal_lazy {
+            self.capture_wal_locked(&mut st)?;
+        }
+        self.progress.flush()?;
+        self.check_continues(&st, &h)?;
+        self.checkpoint_wal(&mut st)?;
+        let name = format_file_name(h.min_txid, h.max_txid);
+        write_durably(&self.paths.ltx, &name, ltx, local)?;
+        if h.is_snapshot() {
+            self.remove_ltx_except(&name)?;
+        }
+        let applied = self.write_pages(&mut st, ltx, &h);
+        match applied {
+            Ok(()) if st.checksum == trailer.post_apply_checksum => {}
+            other => {
+                // Never stand on a database the file does not describe.
+                let _ = std::fs::remove_file(self.paths.ltx.join(&name));
+                st.pos = Pos::ZERO;
+                guard.invalidate_database();
+                other?;
+                return Err(StoreError::ChecksumMismatch {
+                    db: self.name.clone(),
+                    pos: Pos {
+                        txid: h.max_txid,
+                        post_apply_checksum: trailer.post_apply_checksum,
+                    },
+                    actual: st.checksum,
+                });
+            }
+        }
+        st.pos = Pos {
+            txid: h.max_txid,
+            post_apply_checksum: trailer.post_apply_checksum,
+        };
+        st.timestamp = h.timestamp;
+        if h.commit > 0 && self.database_is_wal()? {
+            refresh_wal_index(guard.as_mut(), h.page_size, h.commit)?;
+        }
+        guard.invalidate_database();
+        drop(guard);
+        self.changes.notify(&self.name);
+        tracing::debug!(db = %self.name, pos = %st.pos, pages = h.commit, "applied");
+        Ok(Applied::At(st.pos))
+    }
+
+    fn check_continues(&self, st: &State, h: &Header) -> Result<(), StoreError> {
+        if h.is_snapshot()
+            || (st.pos.txid.0 + 1 == h.min_txid.0
+                && st.pos.post_apply_checksum == h.pre_apply_checksum)
+        {
+            return Ok(());
+        }
+        Err(StoreError::NotContiguous {
+            db: self.name.clone(),
+            pos: st.pos,
+            min_txid: h.min_txid,
+            pre_apply: h.pre_apply_checksum,
+        })
+    }
+
+    /// Whether SQLite's clients use the WAL (database header bytes 18/19).
+    fn database_is_wal(&self) -> Result<bool, StoreError> {
+        let Some(f) = open_read(&self.paths.database)? else {
+            return Ok(false);
+        };
+        let mut hb = [0u8; DB_HEADER_SIZE];
+        if read_up_to(&f, &mut hb, 0).ctx(&self.paths.database)? < DB_HEADER_SIZE {
+            return Ok(false);
+        }
+        Ok(DbHeader::parse(&hb).is_ok_and(|h| h.is_wal()))
+    }
+
+    /// Copies the committed WAL into the database file and empties the WAL,
+    /// as a checkpoint would, so pages written into the database file are
+    /// not shadowed by older frames. Clients are fenced out; the position
+    /// does not move (the WAL was already part of it).
+    fn checkpoint_wal(&self, st: &mut State) -> Result<(), StoreError> {
+        let Some(w) = open_read(&self.paths.wal)? else {
+            return Ok(());
+        };
+        let len = w.metadata().ctx(&self.paths.wal)?.len();
+        if len == 0 {
+            return Ok(());
+        }
+        let limit = st.wal.map(|c| c.offset);
+        let mut hb = [0u8; WAL_HEADER_SIZE];
+        if let (Ok(()), Some(limit)) = (w.read_exact_at(&mut hb, 0), limit) {
+            if let Ok(header) = WalHeader::parse(&hb) {
+                let txns = scan_wal(
+                    &w,
+                    &header,
+                    WAL_HEADER_SIZE as u64,
+                    header.checksum,
+                    Some(limit),
+                )
+                .ctx(&self.paths.wal)?;
+                if let Some(last) = txns.last() {
+                    let mut latest = std::collections::BTreeMap::new();
+                    for t in &txns {
+                        latest.extend(t.pages.iter().copied());
+                    }
+                    let db = OpenOptions::new()
+                        .read(true)
+                        .write(true)
+                        .create(true)
+                        .truncate(false)
+                        .open(&self.paths.database)
+                        .ctx(&self.paths.database)?;
+                    let ps = header.page_size;
+                    let mut buf = vec![0u8; ps as usize];
+                    for (&pgno, &off) in latest.range(..=last.commit) {
+                        read_page(&w, &mut buf, off).ctx(&self.paths.wal)?;
+                        db.write_all_at(&buf, u64::from(pgno - 1) * u64::from(ps))
+                            .ctx(&self.paths.database)?;
+                    }
+                    db.set_len(u64::from(last.commit) * u64::from(ps))
+                        .ctx(&self.paths.database)?;
+                }
+            }
+        }
+        drop(w);
+        let f = OpenOptions::new()
+            .write(true)
+            .open(&self.paths.wal)
+            .ctx(&self.paths.wal)?;
+        f.set_len(0).ctx(&self.paths.wal)?;
+        st.wal = None;
+        st.wal_file = None;
+        Ok(())
+    }
+
+    /// Removes every LTX file but `keep` (a snapshot replaces the history).
+    fn remove_ltx_except(&self, keep: &str) -> Result<(), StoreError> {
+        for e in std::fs::read_dir(&self.paths.ltx).ctx(&self.paths.ltx)? {
+            let e = e.ctx(&self.paths.ltx)?;
+            let name = e.file_name();
+            if name
+                .to_str()
+                .is_some_and(|n| n != keep && n.ends_with(".ltx"))
+            {
+                match std::fs::remove_file(e.path()) {
+                    Ok(()) => {}
+                    Err(err) if err.kind() == ErrorKind::NotFound => {}
+                    Err(err) => return Err(err).ctx(&e.path()),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the file's pages into the database file and moves the page
+    /// checksums with them.
+    fn write_pages(&self, st: &mut State, ltx: &[u8], h: &Header) -> Result<(), StoreError> {
+        let invalid = |source: DecodeError| StoreError::InvalidLtx {
+            db: self.name.clone(),
+            source,
+        };
+        if h.is_snapshot() || st.page_size != h.page_size {
+            st.page_size = h.page_size;
+            st.checksums.clear();
+            st.commit = 0;
+            st.checksum = Checksum::EMPTY;
+        }
+        if h.commit == 0 {
+            set_commit(st, 0);
+            match std::fs::remove_file(&self.paths.database) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(e).ctx(&self.paths.database),
+            }
+            return Ok(());
+        }
+        let db = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&self.paths.database)
+            .ctx(&self.paths.database)?;
+        set_commit(st, h.commit);
+        let mut dec = Decoder::new(ltx, Version::V1).map_err(invalid)?;
+        let ps = u64::from(h.page_size);
+        let mut buf = vec![0u8; h.page_size as usize];
+        while let Some(p) = dec.next_page(&mut buf).map_err(invalid)? {
+            db.write_all_at(&buf, u64::from(p.pgno - 1) * ps)
+                .ctx(&self.paths.database)?;
+            set_page(st, p.pgno, p.checksum);
+        }
+        dec.finish().map_err(invalid)?;
+        db.set_len(u64::from(h.commit) * ps)
+            .ctx(&self.paths.database)?;
+        Ok(())
+    }
+
+    /// Reads the committed database, page by page (the lock page as
+    /// zeros), while `fence` holds writers off: every captured commit, the
+    /// database file overlaid with the committed WAL. Proves the pages
+    /// against the position before returning it; `page` sees every page
+    /// before that check, so a caller must discard its output on error.
+    pub fn read_committed(
+        &self,
+        fence: &dyn Fence,
+        mut page: impl FnMut(&Committed, u32, &[u8]) -> Result<(), StoreError>,
+    ) -> Result<Committed, StoreError> {
+        let wal = self.database_is_wal()?;
+        let _guard = fence.hold_writers(self, wal)?;
+        let (c, cursor) = {
+            let mut st = self.lock()?;
+            if st.wal_lazy {
+                self.capture_wal_locked(&mut st)?;
+            }
+            self.journal_barrier_locked(&mut st)?;
+            self.progress.flush()?;
+            (
+                Committed {
+                    pos: st.pos,
+                    timestamp: st.timestamp,
+                    page_size: st.page_size,
+                    commit: st.commit,
+                },
+                st.wal,
+            )
+        };
+        // Writers are held off, so the files stay as they are without the
+        // state mutex (which FUSE requests need).
+        let w = open_read(&self.paths.wal)?;
+        let mut latest = std::collections::BTreeMap::new();
+        if let (Some(w), Some(cur)) = (&w, cursor) {
+            for t in scan_wal(
+                w,
+                &cur.header,
+                WAL_HEADER_SIZE as u64,
+                cur.header.checksum,
+                Some(cur.offset),
+            )
+            .ctx(&self.paths.wal)?
+            {
+                latest.extend(t.pages.iter().copied());
+            }
+        }
+        let db = open_read(&self.paths.database)?;
+        let lock = lock_pgno(c.page_size);
+        let mut buf = vec![0u8; c.page_size as usize];
+        let mut sum = Checksum::EMPTY;
+        for pgno in 1..=c.commit {
+            if pgno == lock {
+                buf.fill(0);
+            } else {
+                match (latest.get(&pgno), &w, &db) {
+                    (Some(&off), Some(w), _) => read_page(w, &mut buf, off).ctx(&self.paths.wal)?,
+                    (_, _, Some(db)) => {
+                        read_page(db, &mut buf, u64::from(pgno - 1) * u64::from(c.page_size))
+                            .ctx(&self.paths.database)?
+                    }
+                    _ => buf.fill(0),
+                }
+                sum = sum.toggle(page_checksum(pgno, &buf));
+            }
+            page(&c, pgno, &buf)?;
+        }
+        if c.commit > 0 && sum != c.pos.post_apply_checksum {
+            return Err(StoreError::ChecksumMismatch {
+                db: self.name.clone(),
+                pos: c.pos,
+                actual: sum,
+            });
+        }
+        Ok(c)
+    }
+
+    /// A snapshot LTX file of the committed database (every page, MinTXID
+    /// 1, at the current position), for a replica that cannot continue
+    /// from its own position. `None` when the database has no pages.
+    pub fn snapshot_ltx(&self, fence: &dyn Fence) -> Result<Option<(Header, Vec<u8>)>, StoreError> {
+        let path = self.paths.ltx.join("snapshot");
+        let encode_err = |source| StoreError::Encode {
+            path: path.clone(),
+            source,
+        };
+        let mut enc: Option<Encoder<Vec<u8>>> = None;
+        let c = self.read_committed(fence, |c, pgno, data| {
+            if enc.is_none() {
+                let header = Header {
+                    flags: if self.opts.compress {
+                        FLAG_COMPRESS_LZ4
+                    } else {
+                        0
+                    },
+                    node_id: self.opts.node_id,
+                    ..Header::snapshot(c.page_size, c.commit, c.pos.txid, c.timestamp)
+                };
+                let cap = c.commit as usize * (c.page_size as usize + 4) + 256;
+                enc = Some(
+                    Encoder::new(Vec::with_capacity(cap.min(64 << 20)), header, Format::V1)
+                        .map_err(encode_err)?,
+                );
+            }
+            if pgno == lock_pgno(c.page_size) {
+                return Ok(());
+            }
+            if let Some(e) = enc.as_mut() {
+                e.encode_page(pgno, data).map_err(encode_err)?;
+            }
+            Ok(())
+        })?;
+        let Some(enc) = enc else {
+            return Ok(None);
+        };
+        let header = *enc.header();
+        let (bytes, _) = enc.finish(c.pos.post_apply_checksum).map_err(encode_err)?;
+        Ok(Some((header, bytes)))
+    }
+
+    /// The LTX file whose first transaction is `min`, read whole, if it is
+    /// still on disk (retention removes old ones). Waits for pending files
+    /// first.
+    pub fn read_ltx_from(&self, min: Txid) -> Result<Option<Vec<u8>>, StoreError> {
+        self.progress.flush()?;
+        let exact = self.paths.ltx.join(format_file_name(min, min));
+        match std::fs::read(&exact) {
+            Ok(b) => return Ok(Some(b)),
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(e).ctx(&exact),
+        }
+        for e in std::fs::read_dir(&self.paths.ltx).ctx(&self.paths.ltx)? {
+            let e = e.ctx(&self.paths.ltx)?;
+            let found = e
+                .file_name()
+                .to_str()
+                .and_then(parse_file_name)
+                .is_some_and(|(lo, _)| lo == min);
+            if found {
+                match std::fs::read(e.path()) {
+                    Ok(b) => return Ok(Some(b)),
+                    Err(err) if err.kind() == ErrorKind::NotFound => return Ok(None),
+                    Err(err) => return Err(err).ctx(&e.path()),
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Builds the LTX file that turns this database into `image` (a whole
+    /// SQLite database file, already validated) as its next transaction.
+    pub(crate) fn import_ltx(&self, image: &[u8], page_size: u32) -> Result<Vec<u8>, StoreError> {
+        let pos = self.pos();
+        let commit = (image.len() / page_size as usize) as u32;
+        let snapshot = pos.txid.0 == 0;
+        let header = Header {
+            flags: if self.opts.compress {
+                FLAG_COMPRESS_LZ4
+            } else {
+                0
+            },
+            page_size,
+            commit,
+            min_txid: Txid(if snapshot { 1 } else { pos.txid.0 + 1 }),
+            max_txid: Txid(pos.txid.0 + 1),
+            timestamp: now_ms(),
+            pre_apply_checksum: if snapshot {
+                Checksum(0)
+            } else {
+                pos.post_apply_checksum
+            },
+            node_id: self.opts.node_id,
+            ..Header::default()
+        };
+        let path = self.paths.ltx.join("import");
+        let encode_err = |source| StoreError::Encode {
+            path: path.clone(),
+            source,
+        };
+        let mut enc = Encoder::new(
+            Vec::with_capacity(image.len() / 2 + 256),
+            header,
+            Format::V1,
+        )
+        .map_err(encode_err)?;
+        let lock = lock_pgno(page_size);
+        let mut sum = Checksum::EMPTY;
+        for (i, page) in image.chunks_exact(page_size as usize).enumerate() {
+            let pgno = i as u32 + 1;
+            if pgno == lock {
+                continue;
+            }
+            sum = sum.toggle(page_checksum(pgno, page));
+            enc.encode_page(pgno, page).map_err(encode_err)?;
+        }
+        Ok(enc.finish(sum).map_err(encode_err)?.0)
+    }
+
+    /// Recovery of an apply or import interrupted between its LTX file and
+    /// its last page: the file is whole (it was in place before any page
+    /// changed), so writing its pages again finishes the job. Returns
+    /// whether the database now matches the position.
+    pub(super) fn roll_forward(&self, st: &mut State) -> Result<bool, StoreError> {
+        let Some((path, _)) = self.newest_ltx()? else {
+            return Ok(false);
+        };
+        let ltx = std::fs::read(&path).ctx(&path)?;
+        let Ok((h, t)) = litefs_ltx::verify(&ltx[..], Version::V1) else {
+            return Ok(false);
+        };
+        if t.post_apply_checksum != st.pos.post_apply_checksum || h.max_txid != st.pos.txid {
+            return Ok(false);
+        }
+        // Only if writing the file's pages gives exactly the position: a
+        // database that moved on past the file (a commit whose LTX file a
+        // power loss took) must not be rolled back to it.
+        let mut trial = State {
+            pos: st.pos,
+            page_size: st.page_size,
+            commit: st.commit,
+            checksums: st.checksums.clone(),
+            checksum: st.checksum,
+            ..State::empty()
+        };
+        if trial.page_size != h.page_size || h.is_snapshot() {
+            trial.page_size = h.page_size;
+            trial.checksums.clear();
+            trial.commit = 0;
+            trial.checksum = Checksum::EMPTY;
+        }
+        set_commit(&mut trial, h.commit);
+        let mut dec =
+            Decoder::new(&ltx[..], Version::V1).map_err(|source| StoreError::InvalidLtx {
+                db: self.name.clone(),
+                source,
+            })?;
+        let mut buf = vec![0u8; h.page_size as usize];
+        while let Ok(Some(p)) = dec.next_page(&mut buf) {
+            set_page(&mut trial, p.pgno, p.checksum);
+        }
+        if trial.checksum != st.pos.post_apply_checksum {
+            return Ok(false);
+        }
+        self.write_pages(st, &ltx, &h)?;
+        let ok = st.checksum == st.pos.post_apply_checksum;
+        if ok {
+            tracing::warn!(db = %self.name, pos = %st.pos, "finished an apply interrupted by a crash");
+        }
+        Ok(ok)
+    }
+}
+
+/// Writes `dir/name` through a temporary name; `durable` also fsyncs the
+/// file and the directory (an import on the primary: the only copy).
+fn write_durably(dir: &Path, name: &str, bytes: &[u8], durable: bool) -> Result<(), StoreError> {
+    let tmp = tmp_path(dir, name);
+    let r = (|| {
+        let f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .ctx(&tmp)?;
+        f.write_all_at(bytes, 0).ctx(&tmp)?;
+        if durable {
+            f.sync_all().ctx(&tmp)?;
+        }
+        let path = dir.join(name);
+        std::fs::rename(&tmp, &path).ctx(&path)?;
+        if durable {
+            File::open(dir).and_then(|d| d.sync_all()).ctx(dir)?;
+        }
+        Ok(())
+    })();
+    if r.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    r
+}
+
+/// Rewrites the WAL index header after the database file changed behind
+/// SQLite: no frames (the WAL was emptied), the new size, and a bumped
+/// change counter, so every client drops its page cache at its next
+/// transaction. Both copies are written, then the checkpoint info says
+/// nothing is left to backfill.
+fn refresh_wal_index(
+    guard: &mut dyn FenceGuard,
+    page_size: u32,
+    commit: u32,
+) -> Result<(), StoreError> {
+    let mut b = [0u8; 2 * IH + 24];
+    if guard.read_shm(&mut b, 0)? < 2 * IH + 24 {
+        return Ok(());
+    }
+    let ne = |o: usize| u32::from_ne_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
+    let mut h = [0u8; IH];
+    h[0..4].copy_from_slice(&3_007_000u32.to_ne_bytes());
+    h[8..12].copy_from_slice(&ne(8).wrapping_add(1).to_ne_bytes());
+    h[12] = 1;
+    h[13] = b[13];
+    let sz = if page_size == 65536 {
+        1u16
+    } else {
+        page_size as u16
+    };
+    h[14..16].copy_from_slice(&sz.to_ne_bytes());
+    // mxFrame 0: readers go to the database file.
+    h[20..24].copy_from_slice(&commit.to_ne_bytes());
+    // Frame checksum and salts stay: the next writer restarts the WAL.
+    h[24..40].copy_from_slice(&b[24..40]);
+    let big = cfg!(target_endian = "big");
+    let (c1, c2) = litefs_sqlite::wal_checksum(big, &h[..40], (0, 0));
+    h[40..44].copy_from_slice(&c1.to_ne_bytes());
+    h[44..48].copy_from_slice(&c2.to_ne_bytes());
+    let mut out = [0u8; 2 * IH + 8];
+    out[..IH].copy_from_slice(&h);
+    out[IH..2 * IH].copy_from_slice(&h);
+    // nBackfill and nBackfillAttempted (the first checkpoint-info words
+    // after the read marks are separate; only nBackfill matters here).
+    out[2 * IH..2 * IH + 4].copy_from_slice(&0u32.to_ne_bytes());
+    guard.write_shm(&out[..2 * IH + 4], 0)
+}
