@@ -2,6 +2,23 @@
 //!
 //! Speaks LiteFS v0.5.14's protocol: `/stream` replication frames (see
 //! [`wire`]), plus `/info`, `/export`, `/import`, `/events` and `/metrics`.
-//! The library knows nothing of FUSE: it talks to the store.
+//! The server runs HTTP/1.1 and cleartext HTTP/2 on one listener it is
+//! handed (tests bind port 0). The library knows nothing of FUSE: it talks
+//! to the store, and keeps SQLite clients out through the store's
+//! [`litefs_store::Fence`].
 
+pub mod client;
+mod follow;
+mod info;
+mod node;
+mod server;
+mod stream;
+mod transfer;
 pub mod wire;
+
+pub use follow::{FollowError, Follower};
+pub use node::{
+    valid_cluster_id, ClusterId, ClusterIdError, Node, NodeOptions, HEADER_CLUSTER_ID,
+    HEADER_NODE_ID,
+};
+pub use server::{serve, Body};

@@ -1,0 +1,341 @@
+//! The replica's side of `/stream`: connect to the primary with our
+//! positions, apply every LTX file it sends, keep `.primary` and `.lag`
+//! current, reconnect with backoff when the stream ends.
+
+use crate::node::{Node, HEADER_CLUSTER_ID, HEADER_NODE_ID};
+use crate::wire::{encode_pos_map, Frame, FrameDecoder};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Request, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use litefs_store::{Applied, PrimaryInfo, StoreError};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A stream that says nothing for this long is dead (the primary sends a
+/// heartbeat every second).
+const SILENCE: Duration = Duration::from_secs(30);
+/// Time limit for connecting and for the primary's response headers.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why following stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum FollowError {
+    /// The primary's URL does not parse.
+    #[error("invalid primary URL {url:?}: {reason}")]
+    Url {
+        /// The URL.
+        url: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Connecting or talking to the primary failed.
+    #[error("primary {url}: {reason}")]
+    Connection {
+        /// The primary's URL.
+        url: String,
+        /// What failed.
+        reason: String,
+    },
+    /// The primary answered with an error.
+    #[error("primary {url} refused the stream: {status} {body}")]
+    Refused {
+        /// The primary's URL.
+        url: String,
+        /// HTTP status.
+        status: StatusCode,
+        /// Its message.
+        body: String,
+    },
+    /// The stream carried bytes that are not LiteFS frames.
+    #[error("primary {url}: malformed stream: {source}")]
+    Wire {
+        /// The primary's URL.
+        url: String,
+        /// What was wrong.
+        source: crate::wire::WireError,
+    },
+    /// The primary belongs to another cluster, or sent a bad cluster ID.
+    #[error(transparent)]
+    Cluster(#[from] crate::node::ClusterIdError),
+    /// Applying a file failed (the database is unchanged or reset to ask
+    /// for a snapshot).
+    #[error("applying {db}: {source}")]
+    Apply {
+        /// The database.
+        db: String,
+        /// Why.
+        source: StoreError,
+    },
+    /// A task running an apply died.
+    #[error("apply task: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// Follows one primary.
+#[derive(Debug, Clone)]
+pub struct Follower {
+    node: Arc<Node>,
+    primary: PrimaryInfo,
+    reconnect_delay: Duration,
+}
+
+impl Follower {
+    /// A follower of `primary` (its hostname for `.primary`, its API URL).
+    pub fn new(node: Arc<Node>, primary: PrimaryInfo, reconnect_delay: Duration) -> Follower {
+        Follower {
+            node,
+            primary,
+            reconnect_delay,
+        }
+    }
+
+    /// Follows until `shutdown` resolves, reconnecting after each end or
+    /// failure (the delay doubles up to 16 x `reconnect-delay` while
+    /// failures repeat, and resets once a stream got going).
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let role = self.node.store.role();
+        let mut delay = self.reconnect_delay;
+        loop {
+            let r = tokio::select! {
+                _ = &mut shutdown => return,
+                r = self.follow_once() => r,
+            };
+            role.become_replica(None);
+            match r {
+                Ok(true) => {
+                    tracing::info!(primary = %self.primary.advertise_url, "stream ended; reconnecting");
+                    delay = self.reconnect_delay;
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(primary = %self.primary.advertise_url, error = %e, retry_in_ms = delay.as_millis() as u64, "replication stream failed");
+                }
+            }
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(self.reconnect_delay * 16);
+        }
+    }
+
+    /// One connection: returns `Ok(true)` if it reached Ready before it
+    /// ended.
+    async fn follow_once(&self) -> Result<bool, FollowError> {
+        let url = self.primary.advertise_url.clone();
+        let conn_err = |reason: String| FollowError::Connection {
+            url: url.clone(),
+            reason,
+        };
+        let addr = authority(&url)?;
+        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(&addr))
+            .await
+            .map_err(|_| conn_err("connect timed out".into()))?
+            .map_err(|e| conn_err(format!("connect: {e}")))?;
+        let _ = tcp.set_nodelay(true);
+        let (mut sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+                .await
+                .map_err(|e| conn_err(format!("HTTP/2 handshake: {e}")))?;
+        let conn = tokio::spawn(conn);
+        let _abort = AbortOnDrop(conn);
+
+        let positions: BTreeMap<String, litefs_ltx::Pos> = self
+            .node
+            .store
+            .dbs()
+            .iter()
+            .filter(|d| self.node.wants(d.name()))
+            .map(|d| (d.name().to_owned(), d.pos()))
+            .collect();
+        let mut path = "/stream".to_owned();
+        if !self.node.databases.is_empty() {
+            path.push_str("?filter=");
+            path.push_str(&self.node.databases.join(","));
+        }
+        let mut req = Request::post(format!("{}{path}", url.trim_end_matches('/')))
+            .header(HEADER_NODE_ID, format!("{:016x}", self.node.node_id));
+        if let Some(t) = &self.node.auth_token {
+            req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        let req = req
+            .body(Full::new(Bytes::from(encode_pos_map(&positions))))
+            .map_err(|e| conn_err(format!("request: {e}")))?;
+        let resp = tokio::time::timeout(CONNECT_TIMEOUT, sender.send_request(req))
+            .await
+            .map_err(|_| conn_err("no response".into()))?
+            .map_err(|e| conn_err(format!("request: {e}")))?;
+        if let Some(id) = resp
+            .headers()
+            .get(HEADER_CLUSTER_ID)
+            .and_then(|v| v.to_str().ok())
+        {
+            self.node.cluster().adopt(id)?;
+        }
+        if resp.status() != StatusCode::OK {
+            let status = resp.status();
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map(|b| String::from_utf8_lossy(&b.to_bytes()).trim().to_owned())
+                .unwrap_or_default();
+            return Err(FollowError::Refused { url, status, body });
+        }
+        let role = self.node.store.role();
+        role.become_replica(Some(self.primary.clone()));
+        tracing::info!(primary = %url, hostname = %self.primary.hostname, "connected to the primary");
+
+        let mut body = resp.into_body();
+        let mut dec = FrameDecoder::new(self.node.max_body);
+        let mut ready = false;
+        loop {
+            let frame = match tokio::time::timeout(SILENCE, body.frame()).await {
+                Err(_) => return Err(conn_err(format!("silent for {}s", SILENCE.as_secs()))),
+                Ok(None) => {
+                    dec.finish().map_err(|source| FollowError::Wire {
+                        url: url.clone(),
+                        source,
+                    })?;
+                    return Ok(ready);
+                }
+                Ok(Some(Err(e))) => return Err(conn_err(format!("stream: {e}"))),
+                Ok(Some(Ok(f))) => f,
+            };
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            dec.push(&data);
+            loop {
+                let f = dec.next_frame().map_err(|source| FollowError::Wire {
+                    url: url.clone(),
+                    source,
+                })?;
+                match f {
+                    None => break,
+                    Some(Frame::Ltx { name, data }) => {
+                        let ts = self.apply(name, data).await?;
+                        if ready {
+                            if let Some(ts) = ts {
+                                role.heard(ts);
+                            }
+                        }
+                    }
+                    Some(Frame::Ready) => {
+                        ready = true;
+                        tracing::info!(primary = %url, "caught up with the primary");
+                    }
+                    Some(Frame::Heartbeat { timestamp_ms }) => {
+                        if ready {
+                            role.heard(timestamp_ms);
+                        }
+                    }
+                    Some(Frame::End) => return Ok(ready),
+                    Some(Frame::Handoff { .. }) => {
+                        tracing::info!(primary = %url, "hand-off offered; static leases do not move");
+                    }
+                    Some(Frame::DropDb { .. }) | Some(Frame::Hwm { .. }) => {}
+                }
+            }
+        }
+    }
+
+    /// Applies one received LTX file; returns its timestamp.
+    async fn apply(&self, name: String, data: Bytes) -> Result<Option<i64>, FollowError> {
+        if !self.node.wants(&name) {
+            return Ok(None);
+        }
+        let node = self.node.clone();
+        let n2 = name.clone();
+        let r = tokio::task::spawn_blocking(move || {
+            let db = match node.store.db(&n2) {
+                Some(db) => db,
+                None => {
+                    make_parents(&node, &n2)?;
+                    node.store.create_db(&n2)?
+                }
+            };
+            db.apply_ltx(&data, node.fence.as_ref())
+                .map(|a| (a, timestamp(&data)))
+        })
+        .await?;
+        match r {
+            Ok((Applied::At(pos), ts)) => {
+                tracing::debug!(db = %name, pos = %pos, "applied");
+                Ok(ts)
+            }
+            Ok((Applied::Own, _)) => Ok(None),
+            Err(source) => Err(FollowError::Apply { db: name, source }),
+        }
+    }
+}
+
+/// Creates the mount directories a database name lives in.
+fn make_parents(node: &Node, name: &str) -> Result<(), StoreError> {
+    let mut at = 0;
+    while let Some(i) = name[at..].find('/') {
+        let dir = &name[..at + i];
+        if !node.store.dir_exists(dir) {
+            match node.store.mkdir(dir) {
+                Ok(()) => {}
+                Err(StoreError::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e),
+            }
+        }
+        at += i + 1;
+    }
+    Ok(())
+}
+
+fn timestamp(ltx: &[u8]) -> Option<i64> {
+    let b = ltx.get(..litefs_ltx::HEADER_SIZE)?.try_into().ok()?;
+    litefs_ltx::Header::from_bytes(b).ok().map(|h| h.timestamp)
+}
+
+/// `host:port` of an `http://` URL (port 80 by default).
+pub(crate) fn authority(url: &str) -> Result<String, FollowError> {
+    let bad = |reason: &str| FollowError::Url {
+        url: url.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let uri: hyper::Uri = url.parse().map_err(|_| bad("not a URL"))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some(_) => return Err(bad("only http:// is supported")),
+        None => return Err(bad("missing http://")),
+    }
+    let host = uri.host().ok_or_else(|| bad("missing host"))?;
+    Ok(format!("{host}:{}", uri.port_u16().unwrap_or(80)))
+}
+
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn primary_urls() {
+        assert_eq!(
+            authority("http://127.0.0.1:20202").ok().as_deref(),
+            Some("127.0.0.1:20202")
+        );
+        assert_eq!(
+            authority("http://node-a/").ok().as_deref(),
+            Some("node-a:80")
+        );
+        assert!(authority("https://x:1").is_err());
+        assert!(authority("x:1").is_err());
+        assert!(authority("").is_err());
+    }
+}

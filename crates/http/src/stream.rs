@@ -1,0 +1,264 @@
+//! The primary's side of `POST /stream`: bring each replica database from
+//! the position it sent to ours (LTX files while the chain is on disk and
+//! continues the replica's checksum, else a snapshot), then follow every
+//! new commit. LiteFS v0.5.14's framing and rules.
+
+use crate::node::Node;
+use crate::server::{text, Body};
+use crate::wire::{decode_pos_map, encode_frame, Frame};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited, StreamBody};
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use litefs_ltx::{Header, Pos, Txid, HEADER_SIZE, TRAILER_SIZE};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, Notify};
+
+/// Idle time after which a heartbeat is sent (LiteFS: 1 s).
+const HEARTBEAT: Duration = Duration::from_secs(1);
+/// Frames queued for one replica before the sender waits for it.
+const QUEUE: usize = 32;
+/// Largest position map accepted.
+const MAX_POS_MAP: usize = 16 << 20;
+
+/// Handles `POST /stream?filter=a,b`.
+pub(crate) async fn serve_stream(node: &Arc<Node>, req: Request<Incoming>) -> Response<Body> {
+    if !node.store.role().is_primary() {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this node is not the primary; stream from the primary",
+        );
+    }
+    let filter: Option<BTreeSet<String>> = crate::server::query(&req, "filter")
+        .filter(|f| !f.is_empty())
+        .map(|f| f.split(',').map(str::to_owned).collect());
+    let peer = req
+        .headers()
+        .get(crate::node::HEADER_NODE_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("unknown")
+        .to_owned();
+    let body = match Limited::new(req.into_body(), MAX_POS_MAP).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!("reading position map: {e}"),
+            )
+        }
+    };
+    let client = match decode_pos_map(&body) {
+        Ok(m) => m,
+        Err(e) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!("invalid position map: {e}"),
+            )
+        }
+    };
+    if let Some(bad) = client
+        .keys()
+        .find(|n| litefs_store::validate_db_name(n).is_err())
+    {
+        return text(
+            StatusCode::BAD_REQUEST,
+            format!("invalid database name in position map: {bad:?}"),
+        );
+    }
+    let (tx, rx) = mpsc::channel::<Bytes>(QUEUE);
+    let node2 = node.clone();
+    tracing::info!(replica = %peer, dbs = client.len(), "replica connected");
+    tokio::spawn(async move {
+        let count = node2.stream_started();
+        let r = Streamer {
+            node: node2.clone(),
+            tx,
+            filter,
+            client,
+        }
+        .run()
+        .await;
+        drop(count);
+        match r {
+            Ok(()) => tracing::info!(replica = %peer, "replica stream ended"),
+            Err(e) => tracing::info!(replica = %peer, reason = %e, "replica stream ended"),
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|b| (Ok::<_, std::io::Error>(hyper::body::Frame::data(b)), rx))
+    });
+    Response::new(StreamBody::new(stream).boxed())
+}
+
+/// Why a stream stopped.
+#[derive(Debug, thiserror::Error)]
+enum StreamError {
+    #[error("replica disconnected")]
+    Gone,
+    #[error("this node is no longer the primary")]
+    Demoted,
+    #[error("{0}")]
+    Store(#[from] litefs_store::StoreError),
+    #[error("task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+struct Streamer {
+    node: Arc<Node>,
+    tx: mpsc::Sender<Bytes>,
+    filter: Option<BTreeSet<String>>,
+    /// What the replica has, as far as we know.
+    client: BTreeMap<String, Pos>,
+}
+
+impl Streamer {
+    async fn run(mut self) -> Result<(), StreamError> {
+        let dirty = Arc::new(Mutex::new(BTreeSet::<String>::new()));
+        let wake = Arc::new(Notify::new());
+        let (d2, w2) = (dirty.clone(), wake.clone());
+        let _listening = self.node.store.listen(Arc::new(move |name: &str| {
+            if let Ok(mut d) = d2.lock() {
+                d.insert(name.to_owned());
+            }
+            w2.notify_one();
+        }));
+        // First pass: everything the replica named and everything we have.
+        let mut first: BTreeSet<String> = self.client.keys().cloned().collect();
+        first.extend(self.node.store.dbs().iter().map(|d| d.name().to_owned()));
+        for name in first {
+            self.sync(&name).await?;
+        }
+        self.send(Frame::Ready).await?;
+        self.send(Frame::Heartbeat {
+            timestamp_ms: now_ms(),
+        })
+        .await?;
+        loop {
+            let next: Vec<String> = {
+                let mut d = dirty.lock().map_err(|_| StreamError::Gone)?;
+                std::mem::take(&mut *d).into_iter().collect()
+            };
+            for name in &next {
+                self.sync(name).await?;
+            }
+            if !next.is_empty() {
+                continue;
+            }
+            if !self.node.store.role().is_primary() {
+                let _ = self.send(Frame::End).await;
+                return Err(StreamError::Demoted);
+            }
+            tokio::select! {
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(HEARTBEAT) => {
+                    self.send(Frame::Heartbeat { timestamp_ms: now_ms() }).await?;
+                }
+                _ = self.tx.closed() => return Err(StreamError::Gone),
+            }
+        }
+    }
+
+    async fn send(&self, f: Frame) -> Result<(), StreamError> {
+        self.tx
+            .send(encode_frame(&f))
+            .await
+            .map_err(|_| StreamError::Gone)
+    }
+
+    /// Brings the replica's copy of `name` to our position.
+    async fn sync(&mut self, name: &str) -> Result<(), StreamError> {
+        if self.filter.as_ref().is_some_and(|f| !f.contains(name)) {
+            return Ok(());
+        }
+        let Some(db) = self.node.store.db(name) else {
+            if self.client.remove(name).is_some() {
+                // LiteFS still sends this (replicas ignore it).
+                self.send(Frame::DropDb {
+                    name: name.to_owned(),
+                })
+                .await?;
+            }
+            return Ok(());
+        };
+        loop {
+            let ours = db.pos();
+            let mut theirs = self.client.get(name).copied().unwrap_or(Pos::ZERO);
+            if theirs == ours || ours.txid.0 == 0 {
+                return Ok(());
+            }
+            if theirs.txid > ours.txid
+                || (theirs.txid == ours.txid
+                    && theirs.post_apply_checksum != ours.post_apply_checksum)
+            {
+                theirs = Pos::ZERO;
+            }
+            let next = Txid(theirs.txid.0 + 1);
+            let d = db.clone();
+            let file = if theirs.txid.0 == 0 {
+                None
+            } else {
+                tokio::task::spawn_blocking(move || d.read_ltx_from(next)).await??
+            };
+            let (data, pos) = match file.and_then(|b| continues(&b, theirs).map(|p| (b, p))) {
+                Some((b, p)) => (b, p),
+                None => {
+                    let (d, fence) = (db.clone(), self.node.fence.clone());
+                    let snap = tokio::task::spawn_blocking(move || d.snapshot_ltx(fence.as_ref()))
+                        .await??;
+                    let Some((h, bytes)) = snap else {
+                        return Ok(());
+                    };
+                    let post = trailer_post(&bytes).unwrap_or_default();
+                    tracing::debug!(db = name, txid = %h.max_txid, bytes = bytes.len(), "sending snapshot");
+                    (
+                        bytes,
+                        Pos {
+                            txid: h.max_txid,
+                            post_apply_checksum: post,
+                        },
+                    )
+                }
+            };
+            self.send(Frame::Ltx {
+                name: name.to_owned(),
+                data: Bytes::from(data),
+            })
+            .await?;
+            self.client.insert(name.to_owned(), pos);
+        }
+    }
+}
+
+/// If the LTX file `b` continues from `theirs`, the position after it.
+fn continues(b: &[u8], theirs: Pos) -> Option<Pos> {
+    let hb: &[u8; HEADER_SIZE] = b.get(..HEADER_SIZE)?.try_into().ok()?;
+    let h = Header::from_bytes(hb).ok()?;
+    if h.is_snapshot()
+        || h.min_txid.0 != theirs.txid.0 + 1
+        || h.pre_apply_checksum != theirs.post_apply_checksum
+    {
+        return None;
+    }
+    Some(Pos {
+        txid: h.max_txid,
+        post_apply_checksum: trailer_post(b)?,
+    })
+}
+
+/// The post-apply checksum in an LTX file's trailer.
+fn trailer_post(b: &[u8]) -> Option<litefs_ltx::Checksum> {
+    let t = b.get(b.len().checked_sub(TRAILER_SIZE)?..)?;
+    let v = u64::from_be_bytes(t[..8].try_into().ok()?);
+    Some(litefs_ltx::Checksum(v))
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
