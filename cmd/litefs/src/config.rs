@@ -238,6 +238,12 @@ section! {
     struct HttpConfig via RawHttpConfig {
         /// `addr`: listen address (default `:20202`).
         addr: String = ":20202".to_owned(),
+        /// `auth-token` (litefs-rs only): a shared secret every API request
+        /// must carry as `Authorization: Bearer <token>`, and that this
+        /// node sends to others; `LITEFS_AUTH_TOKEN` in the environment
+        /// sets it too. Empty (the default) leaves the API open, as LiteFS's
+        /// is, so LiteFS nodes can join.
+        auth_token: String = String::new(),
         /// `snapshot-timeout`: time limit for sending one snapshot to a
         /// replica; zero means `data.retention` (default 0).
         snapshot_timeout: Duration [GoDuration] = Duration::ZERO,
@@ -552,6 +558,13 @@ impl Config {
             return Err(invalid(
                 "lease.databases",
                 "not allowed on a candidate node (set lease.candidate: false)",
+            ));
+        }
+        if kind == LeaseType::Static && !self.lease.candidate && self.lease.advertise_url.is_empty()
+        {
+            return Err(invalid(
+                "lease.advertise-url",
+                "required on a static replica (candidate: false): the primary's API URL, e.g. http://primary:20202",
             ));
         }
         if kind == LeaseType::Consul {

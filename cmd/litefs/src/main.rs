@@ -3,6 +3,8 @@
 mod config;
 mod logging;
 mod mount;
+mod node;
+mod transfer;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -19,6 +21,10 @@ struct Cli {
 enum Command {
     /// Mount the filesystem and serve it until SIGINT or SIGTERM.
     Mount(mount::MountArgs),
+    /// Write a consistent copy of a database to a file.
+    Export(transfer::ExportArgs),
+    /// Replace a database with a SQLite database file (on the primary).
+    Import(transfer::ImportArgs),
     /// Print the version.
     Version,
 }
@@ -36,9 +42,21 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Export(args) => report(transfer::export(args)),
+        Command::Import(args) => report(transfer::import(args)),
         Command::Version => {
             println!("litefs-rs {VERSION} (LiteFS v0.5.14 compatible)");
             ExitCode::SUCCESS
+        }
+    }
+}
+
+fn report(r: anyhow::Result<()>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("litefs: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -66,9 +66,10 @@ pub(crate) fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&config.fuse.dir)
         .with_context(|| format!("create fuse.dir {}", config.fuse.dir.display()))?;
 
+    let node_id = node_id();
     let opts = StoreOptions {
         compress: config.data.compress,
-        node_id: node_id(),
+        node_id,
     };
     let started = std::time::Instant::now();
     let store = Arc::new(
@@ -80,6 +81,8 @@ pub(crate) fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
         "store recovered"
     );
 
+    crate::node::init_role(&config, &store)?;
+
     let mount_opts = litefs_fuse::MountOptions {
         allow_other: config.fuse.allow_other,
         passthrough: config.fuse.passthrough,
@@ -90,10 +93,12 @@ pub(crate) fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("mount {}", config.fuse.dir.display()))?;
     tracing::info!(
         dir = %config.fuse.dir.display(),
+        primary = store.role().is_primary(),
         lease = config.lease.kind.map_or("", |k| k.as_str()),
         backup = config.backup.kind.as_str(),
-        "mounted; this node is the primary (replication and leases arrive later)"
+        "mounted"
     );
+    let running = crate::node::Running::start(&config, store.clone(), mounted.fence(), node_id)?;
 
     let stop = Arc::new(AtomicBool::new(false));
     let retention = spawn_retention(
@@ -105,6 +110,7 @@ pub(crate) fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
 
     let signalled = wait_for_signal_or_unmount(&mounted)?;
     stop.store(true, Ordering::Relaxed);
+    running.stop();
     if !signalled {
         // Nothing can reach the databases any more; finish what capture
         // has queued and say why we stop.

@@ -198,11 +198,9 @@ impl Streamer {
             }
             let next = Txid(theirs.txid.0 + 1);
             let d = db.clone();
-            let file = if theirs.txid.0 == 0 {
-                None
-            } else {
-                tokio::task::spawn_blocking(move || d.read_ltx_from(next)).await??
-            };
+            // From zero, the first LTX file (a snapshot itself) serves if
+            // retention kept it: no need to hold writers for a new one.
+            let file = tokio::task::spawn_blocking(move || d.read_ltx_from(next)).await??;
             let (data, pos) = match file.and_then(|b| continues(&b, theirs).map(|p| (b, p))) {
                 Some((b, p)) => (b, p),
                 None => {
@@ -237,9 +235,11 @@ impl Streamer {
 fn continues(b: &[u8], theirs: Pos) -> Option<Pos> {
     let hb: &[u8; HEADER_SIZE] = b.get(..HEADER_SIZE)?.try_into().ok()?;
     let h = Header::from_bytes(hb).ok()?;
-    if h.is_snapshot()
-        || h.min_txid.0 != theirs.txid.0 + 1
-        || h.pre_apply_checksum != theirs.post_apply_checksum
+    let from_zero = theirs.txid.0 == 0 && h.is_snapshot();
+    if !from_zero
+        && (h.is_snapshot()
+            || h.min_txid.0 != theirs.txid.0 + 1
+            || h.pre_apply_checksum != theirs.post_apply_checksum)
     {
         return None;
     }

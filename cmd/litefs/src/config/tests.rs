@@ -473,7 +473,14 @@ fn required_keys() {
 fn lease_rules() {
     let e = invalid_err("lease:\n  type: static\n  databases: [a.db]\n");
     assert!(e.starts_with("config: lease.databases: "), "{e}");
-    valid("lease:\n  type: static\n  candidate: false\n  databases: [a.db]\n");
+    valid("lease:\n  type: static\n  candidate: false\n  advertise-url: http://p:20202\n  databases: [a.db]\n");
+    let e = invalid_err("lease:\n  type: static\n  candidate: false\n");
+    assert!(
+        e.starts_with("config: lease.advertise-url: required on a static replica"),
+        "{e}"
+    );
+    let c = valid("http:\n  auth-token: s3cret\nlease:\n  type: static\n");
+    assert_eq!(c.http.auth_token, "s3cret");
     let e = invalid_err("lease:\n  type: consul\n");
     assert_eq!(
         e,
