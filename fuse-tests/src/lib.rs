@@ -101,6 +101,32 @@ pub struct Node {
     pub config: PathBuf,
     /// Where the daemon's stderr goes.
     pub log: PathBuf,
+    /// The node's API URL (`http://127.0.0.1:PORT`).
+    pub url: String,
+    /// The FUSE connection of the live mount (its device minor), so a
+    /// daemon stuck in exit can be released (see [`Node::kill`]).
+    fuse_conn: Option<u32>,
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released: good enough for tests
+/// that start their daemons right away).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// The `lease:` section of a static primary named `hostname`.
+pub fn primary_lease(hostname: &str) -> String {
+    format!("lease:\n  type: static\n  candidate: true\n  hostname: {hostname}\n")
+}
+
+/// The `lease:` section of a static replica of the primary at `url`.
+pub fn replica_lease(primary_hostname: &str, url: &str) -> String {
+    format!(
+        "lease:\n  type: static\n  candidate: false\n  hostname: {primary_hostname}\n  advertise-url: {url}\n  reconnect-delay: 100ms\n"
+    )
 }
 
 impl Node {
@@ -131,7 +157,23 @@ impl Node {
         Node::start_config("", "", &keys)
     }
 
+    /// A node with the given `lease:` section (see [`primary_lease`],
+    /// [`replica_lease`]) and `extra` top-level YAML, its API on a free
+    /// port.
+    pub fn start_lease(lease: &str, extra: &str) -> Node {
+        Node::start_full(lease, extra, "", "")
+    }
+
     fn start_config(extra: &str, data_keys: &str, fuse_keys: &str) -> Node {
+        Node::start_full(
+            "lease:\n  type: static\n  candidate: true\n  hostname: localhost\n",
+            extra,
+            data_keys,
+            fuse_keys,
+        )
+    }
+
+    fn start_full(lease: &str, extra: &str, data_keys: &str, fuse_keys: &str) -> Node {
         let dir = tempfile::Builder::new()
             .prefix("litefs-node")
             .tempdir()
@@ -140,10 +182,11 @@ impl Node {
         let data = dir.path().join("data");
         std::fs::create_dir_all(&mount).expect("mkdir mnt");
         let config = dir.path().join("litefs.yml");
+        let port = free_port();
         std::fs::write(
             &config,
             format!(
-                "fuse:\n  dir: {}\n  passthrough: {}\n{fuse_keys}data:\n  dir: {}\n{data_keys}http:\n  addr: \"127.0.0.1:0\"\nlease:\n  type: static\n  candidate: true\n  hostname: localhost\n  advertise-url: http://127.0.0.1:20202\n{extra}",
+                "fuse:\n  dir: {}\n  passthrough: {}\n{fuse_keys}data:\n  dir: {}\n{data_keys}http:\n  addr: \"127.0.0.1:{port}\"\n{lease}{extra}",
                 mount.display(),
                 !classic_io(),
                 data.display()
@@ -158,6 +201,8 @@ impl Node {
             data,
             config,
             log,
+            url: format!("http://127.0.0.1:{port}"),
+            fuse_conn: None,
         };
         node.spawn();
         node
@@ -192,6 +237,10 @@ impl Node {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if is_mounted(&self.mount) {
+                use std::os::unix::fs::MetadataExt;
+                self.fuse_conn = std::fs::metadata(&self.mount)
+                    .ok()
+                    .map(|m| libc::minor(m.dev()));
                 self.check_io_path();
                 return;
             }
@@ -254,9 +303,40 @@ impl Node {
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
-            let _ = c.wait();
+            let _ = self.reap(c);
         }
         unmount(&self.mount);
+    }
+
+    /// Waits for a killed daemon. A process killed while one of its own
+    /// threads has a file of its mount open can hang in exit, flushing that
+    /// file to a daemon that no longer runs: abort the FUSE connection then
+    /// (as `echo 1 > /sys/fs/fuse/connections/N/abort` would), so a test
+    /// never hangs on it.
+    fn reap(&mut self, mut c: Child) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Ok(Some(s)) = c.try_wait() {
+                return Some(s);
+            }
+            if Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if let Some(n) = self.fuse_conn {
+            eprintln!("daemon did not exit 5 s after SIGKILL; aborting FUSE connection {n}");
+            let _ = std::fs::write(format!("/sys/fs/fuse/connections/{n}/abort"), "1");
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(s)) = c.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        eprintln!("daemon pid {} still not gone; leaving it", c.id());
+        None
     }
 
     /// SIGTERMs the daemon and waits for it to exit; returns its status.
@@ -278,7 +358,7 @@ impl Node {
             }
             if Instant::now() > deadline {
                 let _ = c.kill();
-                return c.wait().ok();
+                return self.reap(c);
             }
             std::thread::sleep(Duration::from_millis(20));
         }
