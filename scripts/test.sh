@@ -16,6 +16,14 @@ if [ "${CI:-}" = "true" ]; then
     export LITEFS_REQUIRE_DEPS=1
 fi
 
+# Every step has a time limit: a hung test must fail the run with its
+# output, not eat CI's whole budget. `timeout -k` kills what ignores TERM.
+limit() {
+    local secs=$1
+    shift
+    timeout -k 30 "$secs" "$@"
+}
+
 locked=()
 if [ -f Cargo.lock ]; then
     locked=(--locked)
@@ -25,15 +33,15 @@ fi
 cargo build --release --bin litefs ${locked[@]+"${locked[@]}"} 2>&1
 export LITEFS_BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/litefs"
 
-cargo test --workspace --all-targets ${locked[@]+"${locked[@]}"} 2>&1
+limit 1800 cargo test --workspace --all-targets ${locked[@]+"${locked[@]}"} 2>&1
 # The mount tests again on the classic FUSE I/O path (the run above used
 # passthrough, where the kernel has it): both paths stay tested.
-LITEFS_TEST_IO=classic cargo test -p litefs-fuse-tests ${locked[@]+"${locked[@]}"} \
+LITEFS_TEST_IO=classic limit 1200 cargo test -p litefs-fuse-tests ${locked[@]+"${locked[@]}"} \
     --test mount_capture --test mount_crash --test mount_more --test mount_restart \
-    --test sqlite_tcl 2>&1
-cargo test --workspace --doc ${locked[@]+"${locked[@]}"} 2>&1
+    --test sqlite_tcl --test replication 2>&1
+limit 600 cargo test --workspace --doc ${locked[@]+"${locked[@]}"} 2>&1
 # The benchmark must keep working (it measures, it asserts no speed): every
 # workload once, briefly, on both I/O paths and the floor filesystem.
 cargo build --release -p litefs-fuse --example floorfs ${locked[@]+"${locked[@]}"} 2>&1
-python3 bench/bench.py --smoke --mode both --litefs "$LITEFS_BIN" \
+limit 900 python3 bench/bench.py --smoke --mode both --litefs "$LITEFS_BIN" \
     --floorfs "${CARGO_TARGET_DIR:-$PWD/target}/release/examples/floorfs" --out target/bench-smoke
