@@ -1,6 +1,7 @@
 //! The `fuser::Filesystem` implementation: thin adapters over helpers that
 //! return `Result<_, Errno>`.
 
+use crate::fence::{MountFence, MountLink};
 use crate::names::{join, parse, Kind, KINDS};
 use fuser::{
     BackgroundSession, BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
@@ -8,7 +9,7 @@ use fuser::{
     ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
     ReplyWrite, Request, WriteFlags,
 };
-use litefs_store::{Db, Store, StoreError};
+use litefs_store::{Db, Fence, Store, StoreError};
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::{File, OpenOptions};
@@ -19,10 +20,14 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const TTL: Duration = Duration::from_secs(1);
+/// Attributes and entries of generated files that change at any moment
+/// (`.primary`): never cached, so every lookup sees the current state.
+const NO_TTL: Duration = Duration::ZERO;
 const ROOT: u64 = 1;
 const LAG: u64 = 2;
-const DB_BASE: u64 = 16;
-const KIND_SLOTS: u64 = 8;
+const PRIMARY: u64 = 3;
+pub(crate) const DB_BASE: u64 = 16;
+pub(crate) const KIND_SLOTS: u64 = 8;
 
 /// How to mount.
 #[derive(Debug, Clone)]
@@ -56,22 +61,34 @@ pub struct Mounted {
     session: Option<BackgroundSession>,
     dir: PathBuf,
     poller: Option<Poller>,
+    /// What [`MountFence`]s reach the mount through.
+    link: Arc<MountLink>,
 }
 
-/// The thread that captures lazily written WAL commits between barriers.
+/// The thread that captures lazily written WAL commits between barriers,
+/// and tells the kernel when file modes change with the node's role.
 struct Poller {
     stop: Arc<AtomicBool>,
     thread: std::thread::JoinHandle<()>,
 }
 
 impl Poller {
-    fn spawn(store: Arc<Store>, interval: Duration) -> std::io::Result<Poller> {
+    fn spawn(
+        store: Arc<Store>,
+        link: Arc<MountLink>,
+        interval: Duration,
+    ) -> std::io::Result<Poller> {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
+        let mut primary = store.role().is_primary();
         let thread = std::thread::Builder::new()
             .name("litefs-capture".into())
             .spawn(move || {
                 while !flag.load(Ordering::Relaxed) {
+                    if store.role().is_primary() != primary {
+                        primary = !primary;
+                        link.role_changed(&[ROOT]);
+                    }
                     if !capture_all(&store) {
                         // Persistent failures are logged once a second, not
                         // once per tick.
@@ -118,6 +135,13 @@ impl std::fmt::Debug for Mounted {
 }
 
 impl Mounted {
+    /// The fence the store uses to keep this mount's SQLite clients out
+    /// while it changes a database (see [`MountFence`]; never use it from a
+    /// FUSE request thread).
+    pub fn fence(&self) -> Arc<dyn Fence> {
+        Arc::new(MountFence::new(self.link.clone()))
+    }
+
     /// Whether the kernel still serves the mount through us. False once it
     /// was unmounted from outside (`fusermount3 -u`, `umount`).
     pub fn is_serving(&self) -> bool {
@@ -137,6 +161,8 @@ impl Mounted {
         let Some(s) = self.session.take() else {
             return Ok(());
         };
+        // Fences from now on have no clients to keep out.
+        self.link.detach();
         // After the unmount no client can write; the poller's last pass
         // then captures everything that is left.
         let r = self.unmount_session(s);
@@ -183,7 +209,8 @@ impl Drop for Mounted {
 
 /// Mounts `store` at `dir` and serves it on background threads.
 pub fn mount(store: Arc<Store>, dir: &Path, opts: &MountOptions) -> std::io::Result<Mounted> {
-    let fs = LiteFs::new(store.clone(), opts.passthrough);
+    let ids = Arc::new(RwLock::new(Ids::default()));
+    let fs = LiteFs::new(store.clone(), ids.clone(), opts.passthrough);
     let mut config = fuser::Config::default();
     config.mount_options = vec![
         MountOption::FSName("litefs".into()),
@@ -197,11 +224,13 @@ pub fn mount(store: Arc<Store>, dir: &Path, opts: &MountOptions) -> std::io::Res
     config.n_threads = Some(opts.threads.max(1));
     config.clone_fd = opts.threads > 1;
     let session = fuser::spawn_mount(fs, dir, &config)?;
-    let poller = Poller::spawn(store, opts.capture_interval)?;
+    let link = Arc::new(MountLink::new(dir, ids, session.notifier()));
+    let poller = Poller::spawn(store, link.clone(), opts.capture_interval)?;
     Ok(Mounted {
         session: Some(session),
         dir: dir.to_path_buf(),
         poller: Some(poller),
+        link,
     })
 }
 
@@ -218,7 +247,8 @@ struct Handle {
 
 struct LiteFs {
     store: Arc<Store>,
-    ids: RwLock<Ids>,
+    /// Shared with the mount's fences, which name inodes to the kernel.
+    ids: Arc<RwLock<Ids>>,
     handles: RwLock<HashMap<u64, Arc<Handle>>>,
     next_fh: AtomicU64,
     /// Backing directories with entries created or removed since the last
@@ -240,9 +270,23 @@ struct LiteFs {
 
 /// Stable inode numbers for database names within this process.
 #[derive(Default)]
-struct Ids {
+pub(crate) struct Ids {
     by_name: HashMap<String, u64>,
     names: Vec<String>,
+}
+
+impl Ids {
+    /// Every name (database or directory path) with inodes.
+    pub(crate) fn names(&self) -> impl Iterator<Item = &str> {
+        self.names.iter().map(String::as_str)
+    }
+
+    /// The inode of `name`'s `kind` file, if the kernel was ever told of it.
+    pub(crate) fn ino(&self, name: &str, kind: Kind) -> Option<u64> {
+        self.by_name
+            .get(name)
+            .map(|id| DB_BASE + id * KIND_SLOTS + kind as u64)
+    }
 }
 
 fn errno(e: &std::io::Error) -> Errno {
@@ -259,12 +303,12 @@ fn store_errno(db: &str, what: &str, e: StoreError) -> Errno {
 }
 
 impl LiteFs {
-    fn new(store: Arc<Store>, passthrough: bool) -> LiteFs {
+    fn new(store: Arc<Store>, ids: Arc<RwLock<Ids>>, passthrough: bool) -> LiteFs {
         // SAFETY: getuid/getgid have no preconditions and cannot fail.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
         LiteFs {
             store,
-            ids: RwLock::new(Ids::default()),
+            ids,
             handles: RwLock::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             dirty_dirs: Default::default(),
@@ -349,6 +393,49 @@ impl LiteFs {
         Ok(join(&self.dir_path(parent)?, name))
     }
 
+    /// Whether this node is a read-only replica: every write path refuses.
+    fn is_replica(&self) -> bool {
+        !self.store.role().is_primary()
+    }
+
+    /// Refuses a write on a replica: one warning naming the database, the
+    /// operation and the primary, and `EROFS`.
+    fn refuse(&self, db: &str, op: &str) -> Errno {
+        let primary = self
+            .store
+            .role()
+            .primary()
+            .map_or_else(|| "unknown".to_owned(), |p| p.hostname);
+        tracing::warn!(db, op, primary = %primary, "write refused: this node is a read-only replica");
+        Errno::EROFS
+    }
+
+    /// Refuses to create a rollback journal on a replica. `EACCES`, not
+    /// `EROFS`: SQLite turns `EACCES` on a new journal into
+    /// `SQLITE_READONLY_DIRECTORY` ("attempt to write a readonly
+    /// database"), while any other error makes it retry the open read-only,
+    /// fail with `ENOENT` and report "unable to open database file". LiteFS
+    /// answers `EACCES` too.
+    fn refuse_journal(&self, db: &str) -> Errno {
+        self.refuse(db, "create journal");
+        Errno::EACCES
+    }
+
+    /// The `.primary` file's content: present only on a replica that knows
+    /// its primary.
+    fn primary_content(&self) -> Option<String> {
+        self.store.role().primary_file()
+    }
+
+    fn primary_attr(&self, content: &str) -> FileAttr {
+        self.file_attr(PRIMARY, content.len() as u64, UNIX_EPOCH, 0o444)
+    }
+
+    fn lag_attr(&self) -> FileAttr {
+        let len = self.store.role().lag_file().len() as u64;
+        self.file_attr(LAG, len, UNIX_EPOCH, 0o444)
+    }
+
     fn backing(db: &Db, kind: Kind) -> Option<PathBuf> {
         let p = db.paths();
         match kind {
@@ -381,11 +468,11 @@ impl LiteFs {
     }
 
     fn dir_attr(&self, ino: u64) -> FileAttr {
+        let perm = if self.is_replica() { 0o555 } else { 0o777 };
         FileAttr {
             kind: FileType::Directory,
-            perm: 0o777,
             nlink: 2,
-            ..self.file_attr(ino, 0, UNIX_EPOCH, 0o777)
+            ..self.file_attr(ino, 0, UNIX_EPOCH, perm)
         }
     }
 
@@ -407,14 +494,23 @@ impl LiteFs {
                         md.mtime().max(0) as u64,
                         md.mtime_nsec().clamp(0, 999_999_999) as u32,
                     );
-                Ok(self.file_attr(ino, md.len(), mtime, 0o666))
+                let perm = if kind == Kind::Database && self.is_replica() {
+                    0o444
+                } else {
+                    0o666
+                };
+                Ok(self.file_attr(ino, md.len(), mtime, perm))
             }
         }
     }
 
     fn lookup_child(&self, parent: u64, name: &OsStr) -> Result<FileAttr, Errno> {
         if parent == ROOT && name == ".lag" {
-            return Ok(self.file_attr(LAG, LAG_CONTENT.len() as u64, UNIX_EPOCH, 0o444));
+            return Ok(self.lag_attr());
+        }
+        if parent == ROOT && name == ".primary" {
+            let content = self.primary_content().ok_or(Errno::ENOENT)?;
+            return Ok(self.primary_attr(&content));
         }
         let path = self.child(parent, name)?;
         if self.store.dir_exists(&path) {
@@ -502,6 +598,35 @@ impl LiteFs {
         }
     }
 
+    /// How an open of inode `ino` (`db`'s `kind` file) with `flags` does
+    /// its I/O. On a replica, WAL and journal I/O must reach this process
+    /// (passthrough writes would bypass the refusal), so they go the
+    /// classic way, with `FOPEN_DIRECT_IO` so that they neither use a page
+    /// cache nor keep the kernel from granting passthrough to opens made
+    /// after this node becomes primary. The kernel refuses a classic open
+    /// of an inode that has passthrough opens (left from when this node was
+    /// primary): then a read-only open shares the passthrough, and one for
+    /// writing is refused (SQLite retries read-only).
+    fn io_for(&self, ino: u64, db: &Db, kind: Kind, flags: i32) -> Result<Io, Errno> {
+        if !self.wants_passthrough(kind) {
+            return Ok(Io::Classic { direct: false });
+        }
+        if kind == Kind::Shm || !self.is_replica() {
+            return Ok(Io::Passthrough);
+        }
+        let in_passthrough = self
+            .backing
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&ino).and_then(Weak::upgrade))
+            .is_some();
+        match (in_passthrough, flags & libc::O_ACCMODE == libc::O_RDONLY) {
+            (false, _) => Ok(Io::Classic { direct: true }),
+            (true, true) => Ok(Io::Passthrough),
+            (true, false) => Err(self.refuse(db.name(), "open for writing")),
+        }
+    }
+
     /// Opens the backing file of `kind` for an open with `flags`: for
     /// passthrough always read-write, since one backing file serves every
     /// open of the inode (the kernel still enforces each open's mode).
@@ -511,11 +636,12 @@ impl LiteFs {
         kind: Kind,
         flags: i32,
         create: bool,
+        io: Io,
     ) -> Result<Option<File>, Errno> {
         let Some(path) = Self::backing(db, kind) else {
             return Ok(None);
         };
-        let flags = if self.wants_passthrough(kind) {
+        let flags = if io == Io::Passthrough {
             libc::O_RDWR
         } else {
             flags
@@ -531,10 +657,11 @@ impl LiteFs {
         db: Arc<Db>,
         kind: Kind,
         file: Option<File>,
+        io: Io,
         register: impl FnOnce(&File) -> std::io::Result<BackingId>,
     ) -> (u64, Option<Arc<BackingId>>) {
         let backing = match &file {
-            Some(f) if self.wants_passthrough(kind) => self.backing_for(ino, || register(f)),
+            Some(f) if io == Io::Passthrough => self.backing_for(ino, || register(f)),
             _ => None,
         };
         if backing.is_some() && kind == Kind::Wal {
@@ -562,6 +689,9 @@ impl LiteFs {
 
     fn do_write(&self, h: &Handle, offset: u64, data: &[u8]) -> Result<u32, Errno> {
         let file = h.file.as_ref().ok_or(Errno::EIO)?;
+        if h.kind != Kind::Shm && self.is_replica() {
+            return Err(self.refuse(h.db.name(), "write"));
+        }
         if h.kind == Kind::Journal
             && offset == 0
             && !data.starts_with(&litefs_sqlite::JOURNAL_MAGIC)
@@ -584,6 +714,14 @@ impl LiteFs {
 
     fn do_truncate(&self, db: &Db, kind: Kind, size: u64) -> Result<(), Errno> {
         let path = Self::backing(db, kind).ok_or(Errno::EACCES)?;
+        if kind != Kind::Shm && self.is_replica() {
+            // Setting the size it already has changes nothing.
+            return match std::fs::metadata(&path) {
+                Ok(md) if md.len() == size => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Errno::ENOENT),
+                _ => Err(self.refuse(db.name(), "truncate")),
+            };
+        }
         if matches!(kind, Kind::Wal | Kind::Database) {
             db.sync_position()
                 .map_err(|e| store_errno(db.name(), "WAL capture", e))?;
@@ -631,6 +769,15 @@ impl LiteFs {
         }
         let (dbname, kind) = parse(&path);
         let db = self.store.db(dbname).ok_or(Errno::ENOENT)?;
+        if let Some(file) = Self::backing(&db, kind).filter(|_| self.is_replica()) {
+            // SQLite's last connection removes an empty WAL (and tries the
+            // WAL index): nothing is lost, so a replica lets it.
+            match std::fs::metadata(file) {
+                Ok(md) if md.len() == 0 && matches!(kind, Kind::Wal | Kind::Shm) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Errno::ENOENT),
+                _ => return Err(self.refuse(dbname, "unlink")),
+            }
+        }
         self.dir_changed(&db);
         match kind {
             Kind::Pos | Kind::Lock | Kind::Dir => Err(Errno::EPERM),
@@ -655,12 +802,7 @@ impl LiteFs {
         }
     }
 
-    fn do_create(
-        &self,
-        parent: u64,
-        name: &OsStr,
-        flags: i32,
-    ) -> Result<(FileAttr, Arc<Db>, Kind, Option<File>), Errno> {
+    fn do_create(&self, parent: u64, name: &OsStr, flags: i32) -> Result<Created, Errno> {
         let path = self.child(parent, name)?;
         if self.store.dir_exists(&path) {
             return Err(Errno::EISDIR);
@@ -669,6 +811,13 @@ impl LiteFs {
         if matches!(kind, Kind::Pos | Kind::Lock | Kind::Dir) {
             return Err(Errno::EPERM);
         }
+        if self.is_replica() {
+            match kind {
+                Kind::Database => return Err(self.refuse(dbname, "create database")),
+                Kind::Journal => return Err(self.refuse_journal(dbname)),
+                _ => {}
+            }
+        }
         let db = match kind {
             Kind::Database => self
                 .store
@@ -676,10 +825,17 @@ impl LiteFs {
                 .map_err(|e| store_errno(dbname, "create", e))?,
             _ => self.store.db(dbname).ok_or(Errno::ENOENT)?,
         };
+        let io = self.io_for(self.ino(db.name(), kind), &db, kind, flags)?;
         self.dir_changed(&db);
-        let file = self.open_for(&db, kind, flags, true)?;
+        let file = self.open_for(&db, kind, flags, true, io)?;
         let attr = self.attr_of(&db, kind)?;
-        Ok((attr, db, kind, file))
+        Ok(Created {
+            attr,
+            db,
+            kind,
+            file,
+            io,
+        })
     }
 
     fn readdir_entries(&self, ino: u64) -> Result<Vec<(u64, FileType, String)>, Errno> {
@@ -690,6 +846,9 @@ impl LiteFs {
         ];
         if ino == ROOT {
             out.push((LAG, FileType::RegularFile, ".lag".to_owned()));
+            if self.primary_content().is_some() {
+                out.push((PRIMARY, FileType::RegularFile, ".primary".to_owned()));
+            }
         }
         let listing = self.store.list(&path);
         for d in listing.dirs {
@@ -727,6 +886,9 @@ impl LiteFs {
 
     fn do_mkdir(&self, parent: u64, name: &OsStr) -> Result<FileAttr, Errno> {
         let path = self.child(parent, name)?;
+        if self.is_replica() {
+            return Err(self.refuse(&path, "mkdir"));
+        }
         if self
             .store
             .db(&path)
@@ -742,6 +904,9 @@ impl LiteFs {
 
     fn do_rmdir(&self, parent: u64, name: &OsStr) -> Result<(), Errno> {
         let path = self.child(parent, name)?;
+        if self.is_replica() {
+            return Err(self.refuse(&path, "rmdir"));
+        }
         if !self.store.dir_exists(&path) {
             return Err(if self.store.db(&path).is_some() {
                 Errno::ENOTDIR
@@ -754,9 +919,6 @@ impl LiteFs {
             .map_err(|e| store_errno(&path, "rmdir", e))
     }
 }
-
-/// `.lag` on a primary: zero milliseconds behind, LiteFS's `%+010d\n`.
-const LAG_CONTENT: &str = "+000000000\n";
 
 impl Filesystem for LiteFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
@@ -784,6 +946,7 @@ impl Filesystem for LiteFs {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match self.lookup_child(parent.0, name) {
+            Ok(attr) if attr.ino.0 == PRIMARY => reply.entry(&NO_TTL, &attr, Generation(0)),
             Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
             // SQLite looks for a hot journal and a WAL before every read
             // transaction. Side files only come and go through this mount
@@ -799,9 +962,15 @@ impl Filesystem for LiteFs {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        if ino.0 == PRIMARY {
+            return match self.primary_content() {
+                Some(c) => reply.attr(&NO_TTL, &self.primary_attr(&c)),
+                None => reply.error(Errno::ENOENT),
+            };
+        }
         let r = match ino.0 {
             ROOT => Ok(self.dir_attr(ROOT)),
-            LAG => Ok(self.file_attr(LAG, LAG_CONTENT.len() as u64, UNIX_EPOCH, 0o444)),
+            LAG => Ok(self.lag_attr()),
             _ => match self.name_of(ino.0) {
                 Ok((path, Kind::Dir)) if self.store.dir_exists(&path) => Ok(self.dir_attr(ino.0)),
                 Ok((_, Kind::Dir)) => Err(Errno::ENOENT),
@@ -876,18 +1045,22 @@ impl Filesystem for LiteFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        if ino.0 == LAG {
+        if ino.0 == LAG || (ino.0 == PRIMARY && self.primary_content().is_some()) {
             // Generated content: never from the page cache.
             return reply.opened(FileHandle(0), FopenFlags::FOPEN_DIRECT_IO);
         }
         let r = self.resolve(ino.0).and_then(|(db, kind)| {
-            let file = self.open_for(&db, kind, flags.0, false)?;
-            let cache = if file.is_some() {
-                FopenFlags::FOPEN_KEEP_CACHE
-            } else {
-                FopenFlags::FOPEN_DIRECT_IO
-            };
-            let (fh, backing) = self.finish_open(ino.0, db, kind, file, |f| reply.open_backing(f));
+            if kind == Kind::Journal
+                && flags.0 & (libc::O_CREAT | libc::O_TRUNC) != 0
+                && self.is_replica()
+            {
+                return Err(self.refuse_journal(db.name()));
+            }
+            let io = self.io_for(ino.0, &db, kind, flags.0)?;
+            let file = self.open_for(&db, kind, flags.0, false, io)?;
+            let cache = open_flags(io, file.is_some());
+            let (fh, backing) =
+                self.finish_open(ino.0, db, kind, file, io, |f| reply.open_backing(f));
             Ok((fh, cache, backing))
         });
         match r {
@@ -909,12 +1082,19 @@ impl Filesystem for LiteFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        let (attr, db, kind, file) = match self.do_create(parent.0, name, flags) {
+        let Created {
+            attr,
+            db,
+            kind,
+            file,
+            io,
+        } = match self.do_create(parent.0, name, flags) {
             Ok(r) => r,
             Err(e) => return reply.error(e),
         };
         let ino = attr.ino.0;
-        let (fh, backing) = self.finish_open(ino, db, kind, file, |f| reply.open_backing(f));
+        let cache = open_flags(io, file.is_some());
+        let (fh, backing) = self.finish_open(ino, db, kind, file, io, |f| reply.open_backing(f));
         match backing {
             Some(b) => reply.created_passthrough(
                 &TTL,
@@ -924,13 +1104,7 @@ impl Filesystem for LiteFs {
                 FopenFlags::empty(),
                 &b,
             ),
-            None => reply.created(
-                &TTL,
-                &attr,
-                Generation(0),
-                FileHandle(fh),
-                FopenFlags::FOPEN_KEEP_CACHE,
-            ),
+            None => reply.created(&TTL, &attr, Generation(0), FileHandle(fh), cache),
         }
     }
 
@@ -945,8 +1119,16 @@ impl Filesystem for LiteFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        if ino.0 == LAG {
-            return reply.data(slice_at(LAG_CONTENT.as_bytes(), offset, size));
+        match ino.0 {
+            LAG => {
+                let lag = self.store.role().lag_file();
+                return reply.data(slice_at(lag.as_bytes(), offset, size));
+            }
+            PRIMARY => {
+                let primary = self.primary_content().unwrap_or_default();
+                return reply.data(slice_at(primary.as_bytes(), offset, size));
+            }
+            _ => {}
         }
         let h = match self.handle(fh) {
             Ok(h) => h,
@@ -1093,6 +1275,26 @@ impl Filesystem for LiteFs {
         }
     }
 
+    fn fallocate(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _offset: u64,
+        _length: u64,
+        _mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        // Not supported (posix_fallocate falls back to writes), except
+        // that a replica says why it will not change the file.
+        match self.resolve(ino.0) {
+            Ok((db, Kind::Database | Kind::Journal | Kind::Wal)) if self.is_replica() => {
+                reply.error(self.refuse(db.name(), "fallocate"))
+            }
+            _ => reply.error(Errno::ENOSYS),
+        }
+    }
+
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         match self.dir_path(ino.0) {
             Ok(_) => reply.opened(FileHandle(0), FopenFlags::empty()),
@@ -1179,6 +1381,36 @@ impl Filesystem for LiteFs {
             255,
             st.f_frsize as u32,
         );
+    }
+}
+
+/// A file `create` made and opened.
+struct Created {
+    attr: FileAttr,
+    db: Arc<Db>,
+    kind: Kind,
+    file: Option<File>,
+    io: Io,
+}
+
+/// How an open's I/O is done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Io {
+    /// The kernel reads and writes the backing file itself.
+    Passthrough,
+    /// Every read and write reaches this process; `direct`: without the
+    /// kernel's page cache.
+    Classic { direct: bool },
+}
+
+/// The open reply's flags when the open does not end up in passthrough
+/// (asked for and refused by the kernel counts as classic): cached for
+/// backing files unless `io` says otherwise; generated files never are.
+fn open_flags(io: Io, has_file: bool) -> FopenFlags {
+    match io {
+        Io::Classic { direct: true } => FopenFlags::FOPEN_DIRECT_IO,
+        _ if has_file => FopenFlags::FOPEN_KEEP_CACHE,
+        _ => FopenFlags::FOPEN_DIRECT_IO,
     }
 }
 

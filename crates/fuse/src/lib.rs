@@ -9,9 +9,30 @@
 //! deleted, truncated to zero or having its header zeroed. POSIX locks are
 //! left to the kernel, so lock traffic never reaches this process.
 //!
+//! The root also holds `.lag` (milliseconds behind the primary) and, on a
+//! replica that knows its primary, `.primary` (its hostname); both are
+//! generated on every read.
+//!
+//! On a read-only replica (`store.role().is_primary()` false) every write
+//! is refused and nothing changes: writes, size changes and `fallocate` of
+//! a database, journal or WAL answer `EROFS`, creating a rollback journal
+//! `EACCES` (SQLite: "attempt to write a readonly database"), creating a
+//! database or directory and removing anything `EROFS`, except an empty
+//! `-wal` or `-shm` (SQLite's last connection removes them). Opening a
+//! database or WAL read-write still works, so a connection made on a
+//! replica writes once the node is primary; the WAL index stays writable
+//! (readers write to it). Database files show mode 0444 and directories
+//! 0555 there.
+//!
+//! [`MountFence`] (from [`Mounted::fence`]) lets the store change a
+//! database under live clients by taking SQLite's own locks through the
+//! mount.
+//!
 //! This is the only crate that imports `fuser`.
 
+mod fence;
 mod fs;
 mod names;
 
+pub use fence::{MountFence, LOCK_TIMEOUT};
 pub use fs::{mount, MountOptions, Mounted};

@@ -1,0 +1,525 @@
+//! [`MountFence`]: the store's [`Fence`], implemented by taking SQLite's
+//! own locks on files opened through the mount.
+//!
+//! This filesystem leaves POSIX locks to the kernel, so the only way to keep
+//! SQLite clients out is to lock what they lock, where they lock it: the
+//! database file's lock bytes (rollback-journal modes) or the WAL index's
+//! (`-shm`, WAL mode), on files opened through the mount. The locks are
+//! open file description locks (`F_OFD_SETLK`): they belong to the file
+//! the fence opened, not to this process, so they conflict with SQLite's
+//! process-owned locks and are released when the guard closes its files.
+//! Locks are polled, never waited for in the kernel, so a client that
+//! holds one forever (stopped, or hung) costs [`LOCK_TIMEOUT`] and an
+//! error, not a stuck daemon.
+
+use crate::fs::Ids;
+use crate::names::Kind;
+use fuser::{INodeNo, Notifier};
+use litefs_store::{Db, Fence, FenceGuard, StoreError};
+use std::fs::{File, OpenOptions};
+use std::io::ErrorKind;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+/// How long a fence waits for SQLite clients to release their locks
+/// before it gives up with an error (`ErrorKind::TimedOut`).
+pub const LOCK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The first pause between two attempts at a busy lock; pauses double up
+/// to [`MAX_PAUSE`].
+const FIRST_PAUSE: Duration = Duration::from_micros(100);
+const MAX_PAUSE: Duration = Duration::from_millis(5);
+
+/// A byte range of a file: (offset, length).
+type Range = (u64, u64);
+
+/// Rollback-journal locks (SQLite's `os.h`), on the database file.
+const PENDING: Range = (0x4000_0000, 1);
+const RESERVED: Range = (0x4000_0001, 1);
+const SHARED: Range = (0x4000_0002, 510);
+
+/// WAL-index locks (SQLite's `wal.c`: the lock bytes start at 120), on
+/// `-shm`. `RECOVER` (122) and `DMS` (128) are never taken by a fence.
+const WAL_WRITE: Range = (120, 1);
+const WAL_CKPT: Range = (121, 1);
+const WAL_READ: [Range; 5] = [(123, 1), (124, 1), (125, 1), (126, 1), (127, 1)];
+
+/// What a fence needs from the mount: where it is, and a way to tell the
+/// kernel about changed files. Shared between [`crate::Mounted`] (which
+/// detaches it at unmount) and every fence.
+pub(crate) struct MountLink {
+    dir: PathBuf,
+    /// The mount's device number: files opened through a path in `dir`
+    /// must be on it (after an unmount the same path reaches the directory
+    /// underneath).
+    dev: Option<u64>,
+    ids: Arc<RwLock<Ids>>,
+    /// `None` once unmounted.
+    notifier: Mutex<Option<Notifier>>,
+}
+
+impl MountLink {
+    /// Call after the mount is made; learns its device number (one
+    /// `stat` through the mount, served by the session's threads).
+    pub(crate) fn new(dir: &Path, ids: Arc<RwLock<Ids>>, notifier: Notifier) -> MountLink {
+        let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+        let dev = match std::fs::metadata(&dir) {
+            Ok(md) => Some(md.dev()),
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot stat the mount; fences will not check that files are on it");
+                None
+            }
+        };
+        MountLink {
+            dir,
+            dev,
+            ids,
+            notifier: Mutex::new(Some(notifier)),
+        }
+    }
+
+    /// The mount is going away: fences no longer have clients to fence.
+    pub(crate) fn detach(&self) {
+        if let Ok(mut n) = self.notifier.lock() {
+            *n = None;
+        }
+    }
+
+    /// The node's role changed, and with it the modes of databases and
+    /// directories (read-only on a replica): drops the attributes the
+    /// kernel cached of them, and of the `extra` inodes.
+    pub(crate) fn role_changed(&self, extra: &[u64]) {
+        let Some(notifier) = self.notifier() else {
+            return;
+        };
+        let inos: Vec<u64> = match self.ids.read() {
+            Ok(ids) => ids
+                .names()
+                .flat_map(|name| [Kind::Database, Kind::Dir].map(|k| ids.ino(name, k)))
+                .flatten()
+                .chain(extra.iter().copied())
+                .collect(),
+            Err(_) => return,
+        };
+        for ino in inos {
+            // Offset -1: attributes only, cached pages stay.
+            if let Err(e) = notifier.inval_inode(INodeNo(ino), -1, 0) {
+                tracing::debug!(ino, error = %e, "attribute invalidation failed");
+            }
+        }
+    }
+
+    fn notifier(&self) -> Option<Notifier> {
+        self.notifier.lock().ok().and_then(|n| n.clone())
+    }
+
+    fn attached(&self) -> bool {
+        self.notifier.lock().is_ok_and(|n| n.is_some())
+    }
+
+    /// The path of `db`'s `kind` file in the mount.
+    fn path(&self, db: &str, kind: Kind) -> PathBuf {
+        self.dir.join(format!("{db}{}", kind.suffix()))
+    }
+
+    /// Opens `path` through the mount, read-write (write locks need a
+    /// writable file), never creating it. `None` when it does not exist.
+    fn open(&self, path: &Path) -> Result<Option<File>, StoreError> {
+        let io = |source| StoreError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let f = match OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io(e)),
+        };
+        let dev = f.metadata().map_err(io)?.dev();
+        if self.dev.is_some_and(|d| d != dev) {
+            return Err(io(std::io::Error::other(
+                "not on the litefs mount (unmounted?)",
+            )));
+        }
+        Ok(Some(f))
+    }
+}
+
+/// Keeps the SQLite clients of a database in the mount out of the way by
+/// taking, on files opened through the mount, the locks SQLite takes:
+///
+/// * rollback-journal modes (`wal == false`), on the database file:
+///   [`Fence::exclude`] write-locks PENDING (new readers are turned away
+///   with `SQLITE_BUSY`), then RESERVED (no new writer), then the SHARED
+///   range (waits for current readers to finish); [`Fence::hold_writers`]
+///   write-locks RESERVED only.
+/// * WAL mode, on `<db>-shm`: `exclude` write-locks WRITE, CKPT and every
+///   READ mark (each as soon as it is free); `hold_writers` write-locks
+///   WRITE only. Without a `-shm` no client has the WAL open: `exclude`
+///   then locks the database file as in rollback mode (keeping out clients
+///   that are just opening it; if one creates the `-shm` meanwhile, the
+///   fence moves to the WAL-index locks), and `hold_writers` takes nothing.
+///   The `-shm` is never created by a fence.
+///
+/// Busy locks are retried with short pauses; after [`LOCK_TIMEOUT`] the
+/// call fails with a `TimedOut` I/O error naming the file. Files are
+/// opened per guard and closed (locks released) when it drops. After the
+/// unmount no client can reach a database, and guards hold nothing.
+///
+/// **Only use a fence from threads that do not serve FUSE requests**: it
+/// opens files through the mount, which needs a request thread to answer.
+#[derive(Clone)]
+pub struct MountFence {
+    link: Arc<MountLink>,
+}
+
+impl std::fmt::Debug for MountFence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MountFence")
+            .field("dir", &self.link.dir)
+            .finish()
+    }
+}
+
+impl MountFence {
+    pub(crate) fn new(link: Arc<MountLink>) -> MountFence {
+        MountFence { link }
+    }
+
+    fn guard(&self, db: &Db) -> Guard {
+        Guard {
+            link: self.link.clone(),
+            name: db.name().to_owned(),
+            db: None,
+            shm: None,
+        }
+    }
+
+    /// Rollback-mode exclusion on the database file, given up (`false`)
+    /// when `give_up` says so between attempts.
+    fn exclude_database(
+        &self,
+        file: &File,
+        wait: &mut Wait,
+        give_up: &mut dyn FnMut() -> bool,
+    ) -> Result<bool, StoreError> {
+        lock_in_order(file, &[PENDING, RESERVED, SHARED], wait, give_up)
+    }
+}
+
+impl Fence for MountFence {
+    fn exclude(&self, db: &Db, wal: bool) -> Result<Box<dyn FenceGuard>, StoreError> {
+        let mut guard = self.guard(db);
+        if !self.link.attached() {
+            return Ok(Box::new(guard));
+        }
+        let db_path = self.link.path(db.name(), Kind::Database);
+        let shm_path = self.link.path(db.name(), Kind::Shm);
+        let mut wait = Wait::new(&db_path);
+        loop {
+            if wal {
+                if let Some(shm) = self.link.open(&shm_path)? {
+                    wait.path.clone_from(&shm_path);
+                    lock_in_order(&shm, &[WAL_WRITE, WAL_CKPT], &mut wait, &mut || false)?;
+                    lock_each(&shm, &WAL_READ, &mut wait)?;
+                    guard.shm = Some((shm, shm_path));
+                    return Ok(Box::new(guard));
+                }
+            }
+            let Some(file) = self.link.open(&db_path)? else {
+                // No database file: no client has it open.
+                return Ok(Box::new(guard));
+            };
+            wait.path.clone_from(&db_path);
+            let mut shm_appeared = || wal && std::fs::symlink_metadata(&shm_path).is_ok();
+            if self.exclude_database(&file, &mut wait, &mut shm_appeared)? {
+                guard.db = Some(file);
+                return Ok(Box::new(guard));
+            }
+            // A WAL client is opening the database: fence its WAL index.
+        }
+    }
+
+    fn hold_writers(&self, db: &Db, wal: bool) -> Result<Box<dyn FenceGuard>, StoreError> {
+        let mut guard = self.guard(db);
+        if !self.link.attached() {
+            return Ok(Box::new(guard));
+        }
+        let (kind, range) = if wal {
+            (Kind::Shm, WAL_WRITE)
+        } else {
+            (Kind::Database, RESERVED)
+        };
+        let path = self.link.path(db.name(), kind);
+        let Some(file) = self.link.open(&path)? else {
+            return Ok(Box::new(guard));
+        };
+        let mut wait = Wait::new(&path);
+        lock_in_order(&file, &[range], &mut wait, &mut || false)?;
+        if wal {
+            guard.shm = Some((file, path));
+        } else {
+            guard.db = Some(file);
+        }
+        Ok(Box::new(guard))
+    }
+}
+
+/// A held fence: the files whose descriptions hold the locks.
+struct Guard {
+    link: Arc<MountLink>,
+    name: String,
+    db: Option<File>,
+    shm: Option<(File, PathBuf)>,
+}
+
+impl FenceGuard for Guard {
+    fn read_shm(&mut self, buf: &mut [u8], offset: u64) -> Result<usize, StoreError> {
+        let Some((f, path)) = &self.shm else {
+            return Ok(0);
+        };
+        let mut n = 0;
+        while n < buf.len() {
+            match f.read_at(&mut buf[n..], offset + n as u64) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(source) => {
+                    return Err(StoreError::Io {
+                        path: path.clone(),
+                        source,
+                    })
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    fn write_shm(&mut self, buf: &[u8], offset: u64) -> Result<(), StoreError> {
+        let Some((f, path)) = &self.shm else {
+            return Ok(());
+        };
+        f.write_all_at(buf, offset)
+            .map_err(|source| StoreError::Io {
+                path: path.clone(),
+                source,
+            })
+    }
+
+    fn invalidate_database(&mut self) {
+        let Some(notifier) = self.link.notifier() else {
+            return;
+        };
+        // An inode the kernel never heard of has nothing cached.
+        let Some(ino) = self
+            .link
+            .ids
+            .read()
+            .ok()
+            .and_then(|ids| ids.ino(&self.name, Kind::Database))
+        else {
+            return;
+        };
+        if let Err(e) = notifier.inval_inode(INodeNo(ino), 0, -1) {
+            tracing::warn!(db = %self.name, error = %e, "could not drop the kernel's cached pages of the database");
+        }
+    }
+}
+
+/// The deadline and the pause between attempts at busy locks.
+struct Wait {
+    /// The file waited on, for the error.
+    path: PathBuf,
+    deadline: Instant,
+    pause: Duration,
+}
+
+impl Wait {
+    fn new(path: &Path) -> Wait {
+        Wait {
+            path: path.to_path_buf(),
+            deadline: Instant::now() + LOCK_TIMEOUT,
+            pause: FIRST_PAUSE,
+        }
+    }
+
+    fn progressed(&mut self) {
+        self.pause = FIRST_PAUSE;
+    }
+
+    /// Sleeps before the next attempt; an error once the deadline passed.
+    fn pause(&mut self) -> Result<(), StoreError> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(StoreError::Io {
+                path: self.path.clone(),
+                source: std::io::Error::new(
+                    ErrorKind::TimedOut,
+                    format!(
+                        "SQLite clients kept their locks for {}s; gave up waiting",
+                        LOCK_TIMEOUT.as_secs()
+                    ),
+                ),
+            });
+        }
+        std::thread::sleep(self.pause.min(left));
+        self.pause = (self.pause * 2).min(MAX_PAUSE);
+        Ok(())
+    }
+}
+
+/// Write-locks `ranges` of `file` one after the other, each once the one
+/// before is held. `Ok(false)` when `give_up` returned true between
+/// attempts (the locks taken so far are released with the file).
+fn lock_in_order(
+    file: &File,
+    ranges: &[Range],
+    wait: &mut Wait,
+    give_up: &mut dyn FnMut() -> bool,
+) -> Result<bool, StoreError> {
+    for &r in ranges {
+        while !try_write_lock(file, r).map_err(|e| io_err(wait, e))? {
+            if give_up() {
+                return Ok(false);
+            }
+            wait.pause()?;
+        }
+        wait.progressed();
+    }
+    Ok(true)
+}
+
+/// Write-locks every one of `ranges` of `file`, in any order: each as soon
+/// as it is free, keeping those taken while retrying the rest.
+fn lock_each(file: &File, ranges: &[Range], wait: &mut Wait) -> Result<(), StoreError> {
+    let mut left = ranges.to_vec();
+    loop {
+        let before = left.len();
+        let mut failed = None;
+        left.retain(|&r| match try_write_lock(file, r) {
+            Ok(got) => !got,
+            Err(e) => {
+                failed.get_or_insert(e);
+                true
+            }
+        });
+        if let Some(e) = failed {
+            return Err(io_err(wait, e));
+        }
+        if left.is_empty() {
+            return Ok(());
+        }
+        if left.len() < before {
+            wait.progressed();
+        }
+        wait.pause()?;
+    }
+}
+
+fn io_err(wait: &Wait, source: std::io::Error) -> StoreError {
+    StoreError::Io {
+        path: wait.path.clone(),
+        source,
+    }
+}
+
+/// One non-blocking attempt at an open-file-description write lock on
+/// `range` of `file`: `Ok(false)` when someone else holds a conflicting
+/// lock.
+fn try_write_lock(file: &File, (start, len): Range) -> std::io::Result<bool> {
+    // SAFETY: `flock` is a plain C struct; all-zero is a valid value.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = libc::F_WRLCK as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl.l_start = start as libc::off_t;
+    fl.l_len = len as libc::off_t;
+    // OFD locks require l_pid 0 (zeroed above).
+    loop {
+        // SAFETY: the descriptor is open for the duration of the call and
+        // `fl` is a valid `flock` the kernel only reads.
+        let r = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &fl) };
+        if r == 0 {
+            return Ok(true);
+        }
+        let e = std::io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EAGAIN | libc::EACCES) => return Ok(false),
+            Some(libc::EINTR) => continue,
+            _ => return Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// An OFD write lock conflicts with another open of the same file (as a
+    /// SQLite client's would), and goes away when its file closes.
+    #[test]
+    fn ofd_locks_conflict_between_opens_and_drop_with_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        std::fs::write(&p, b"x").unwrap();
+        let open = || OpenOptions::new().read(true).write(true).open(&p).unwrap();
+        let (a, b) = (open(), open());
+        assert!(try_write_lock(&a, RESERVED).unwrap());
+        assert!(!try_write_lock(&b, RESERVED).unwrap());
+        assert!(try_write_lock(&b, PENDING).unwrap());
+        drop(a);
+        assert!(try_write_lock(&b, RESERVED).unwrap());
+    }
+
+    #[test]
+    fn lock_each_keeps_what_it_got_and_times_out_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("db-shm");
+        std::fs::write(&p, [0u8; 136]).unwrap();
+        let open = || OpenOptions::new().read(true).write(true).open(&p).unwrap();
+        let (reader, fence) = (open(), open());
+        assert!(try_write_lock(&reader, WAL_READ[2]).unwrap());
+        let mut wait = Wait::new(&p);
+        wait.deadline = Instant::now() + Duration::from_millis(30);
+        let err = lock_each(&fence, &WAL_READ, &mut wait).unwrap_err();
+        match err {
+            StoreError::Io { path, source } => {
+                assert_eq!(path, p);
+                assert_eq!(source.kind(), ErrorKind::TimedOut);
+            }
+            other => panic!("{other}"),
+        }
+        // The free marks were taken and kept.
+        assert!(!try_write_lock(&reader, WAL_READ[0]).unwrap());
+        assert!(!try_write_lock(&reader, WAL_READ[4]).unwrap());
+        drop(reader);
+        let mut wait = Wait::new(&p);
+        lock_each(&fence, &WAL_READ, &mut wait).unwrap();
+    }
+
+    #[test]
+    fn lock_in_order_gives_up_when_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("db");
+        std::fs::write(&p, b"").unwrap();
+        let open = || OpenOptions::new().read(true).write(true).open(&p).unwrap();
+        let (reader, fence) = (open(), open());
+        assert!(try_write_lock(&reader, (SHARED.0 + 7, 1)).unwrap());
+        let mut wait = Wait::new(&p);
+        let mut tries = 0;
+        let got = lock_in_order(&fence, &[PENDING, RESERVED, SHARED], &mut wait, &mut || {
+            tries += 1;
+            tries > 3
+        })
+        .unwrap();
+        assert!(!got);
+        assert_eq!(tries, 4);
+    }
+}
