@@ -21,6 +21,7 @@ use std::io::ErrorKind;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -59,6 +60,8 @@ pub(crate) struct MountLink {
     ids: Arc<RwLock<Ids>>,
     /// `None` once unmounted.
     notifier: Mutex<Option<Notifier>>,
+    /// To the releaser thread, which finishes dropped guards.
+    releaser: Option<Sender<Release>>,
 }
 
 impl MountLink {
@@ -78,6 +81,20 @@ impl MountLink {
             dev,
             ids,
             notifier: Mutex::new(Some(notifier)),
+            releaser: spawn_releaser(),
+        }
+    }
+
+    /// Finishes a dropped guard on the releaser thread (or here, if that
+    /// thread could not be started).
+    fn release(&self, r: Release) {
+        match &self.releaser {
+            Some(tx) => {
+                if let Err(std::sync::mpsc::SendError(r)) = tx.send(r) {
+                    r.run();
+                }
+            }
+            None => r.run(),
         }
     }
 
@@ -152,6 +169,22 @@ impl MountLink {
     }
 }
 
+/// The thread that finishes dropped guards; it ends when its mount's link
+/// is gone.
+fn spawn_releaser() -> Option<Sender<Release>> {
+    let (tx, rx) = std::sync::mpsc::channel::<Release>();
+    match std::thread::Builder::new()
+        .name("litefs-fence".into())
+        .spawn(move || rx.into_iter().for_each(Release::run))
+    {
+        Ok(_) => Some(tx),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot start the fence releaser thread; guards release inline");
+            None
+        }
+    }
+}
+
 /// Keeps the SQLite clients of a database in the mount out of the way by
 /// taking, on files opened through the mount, the locks SQLite takes:
 ///
@@ -170,11 +203,15 @@ impl MountLink {
 ///
 /// Busy locks are retried with short pauses; after [`LOCK_TIMEOUT`] the
 /// call fails with a `TimedOut` I/O error naming the file. Files are
-/// opened per guard and closed (locks released) when it drops. After the
+/// opened per guard; when it drops, a thread of the mount makes its
+/// pending WAL-index writes, drops the kernel's cached pages if asked,
+/// and closes the files, which releases the locks (so a guard can be
+/// dropped while holding a lock FUSE request threads wait for). After the
 /// unmount no client can reach a database, and guards hold nothing.
 ///
-/// **Only use a fence from threads that do not serve FUSE requests**: it
-/// opens files through the mount, which needs a request thread to answer.
+/// **Only take a fence from threads that do not serve FUSE requests, and
+/// without holding anything FUSE requests wait for**: it opens files
+/// through the mount, which needs a request thread to answer.
 #[derive(Clone)]
 pub struct MountFence {
     link: Arc<MountLink>,
@@ -199,6 +236,8 @@ impl MountFence {
             name: db.name().to_owned(),
             db: None,
             shm: None,
+            writes: Vec::new(),
+            invalidate: false,
         }
     }
 
@@ -273,11 +312,27 @@ impl Fence for MountFence {
 }
 
 /// A held fence: the files whose descriptions hold the locks.
+///
+/// The store calls a guard's methods and drops it while holding the
+/// database's mutex, and FUSE request threads can be waiting for that
+/// mutex (a `-pos` lookup, a client's close). So nothing a guard does after
+/// it is taken may wait for a request thread: WAL-index writes, the page
+/// invalidation and the closing of the files (the kernel sends a `FLUSH`
+/// and waits for its answer) are handed, in that order, to the mount's
+/// releaser thread when the guard drops. Clients come back only when the
+/// files close, so they see every write and no stale page; `read_shm`
+/// sees the pending writes. (`read_shm` itself reads through the mount:
+/// with passthrough that never reaches this process; on the classic path
+/// it is answered from the kernel's page cache when SQLite's clients have
+/// the index mapped, as they do while it is in use.)
 struct Guard {
     link: Arc<MountLink>,
     name: String,
     db: Option<File>,
     shm: Option<(File, PathBuf)>,
+    /// WAL-index writes not yet made: (offset, bytes), in order.
+    writes: Vec<(u64, Vec<u8>)>,
+    invalidate: bool,
 }
 
 impl FenceGuard for Guard {
@@ -299,37 +354,100 @@ impl FenceGuard for Guard {
                 }
             }
         }
-        Ok(n)
+        Ok(overlay(&self.writes, buf, n, offset))
     }
 
     fn write_shm(&mut self, buf: &[u8], offset: u64) -> Result<(), StoreError> {
-        let Some((f, path)) = &self.shm else {
-            return Ok(());
-        };
-        f.write_all_at(buf, offset)
-            .map_err(|source| StoreError::Io {
-                path: path.clone(),
-                source,
-            })
+        if self.shm.is_some() && !buf.is_empty() {
+            self.writes.push((offset, buf.to_vec()));
+        }
+        Ok(())
     }
 
     fn invalidate_database(&mut self) {
-        let Some(notifier) = self.link.notifier() else {
-            return;
-        };
-        // An inode the kernel never heard of has nothing cached.
-        let Some(ino) = self
-            .link
-            .ids
-            .read()
-            .ok()
-            .and_then(|ids| ids.ino(&self.name, Kind::Database))
-        else {
-            return;
-        };
-        if let Err(e) = notifier.inval_inode(INodeNo(ino), 0, -1) {
-            tracing::warn!(db = %self.name, error = %e, "could not drop the kernel's cached pages of the database");
+        self.invalidate = true;
+    }
+}
+
+/// Lays the pending `writes` over `buf`, which holds `n` bytes read from
+/// `offset`; returns how many bytes of `buf` are now valid (writes past
+/// the end of the file extend it).
+fn overlay(writes: &[(u64, Vec<u8>)], buf: &mut [u8], n: usize, offset: u64) -> usize {
+    let mut valid = n;
+    for (at, data) in writes {
+        let (at, end) = (*at, *at + data.len() as u64);
+        let lo = at.max(offset);
+        let hi = end.min(offset + buf.len() as u64);
+        if lo >= hi {
+            continue;
         }
+        let (b, d) = ((lo - offset) as usize, (lo - at) as usize);
+        let len = (hi - lo) as usize;
+        if b > valid {
+            // A hole between the file's end and the write reads as zeros.
+            buf[valid..b].fill(0);
+        }
+        buf[b..b + len].copy_from_slice(&data[d..d + len]);
+        valid = valid.max(b + len);
+    }
+    valid
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if self.db.is_none() && self.shm.is_none() {
+            return;
+        }
+        // Resolved now, while the mount is known to be attached.
+        let inval = if self.invalidate {
+            let ino = self
+                .link
+                .ids
+                .read()
+                .ok()
+                .and_then(|ids| ids.ino(&self.name, Kind::Database));
+            // An inode the kernel never heard of has nothing cached.
+            self.link.notifier().zip(ino.map(INodeNo))
+        } else {
+            None
+        };
+        let release = Release {
+            name: std::mem::take(&mut self.name),
+            db: self.db.take(),
+            shm: self.shm.take(),
+            writes: std::mem::take(&mut self.writes),
+            inval,
+        };
+        self.link.release(release);
+    }
+}
+
+/// What a dropped guard leaves to do, in order: the WAL-index writes, the
+/// invalidation, closing the files (which lets clients in).
+struct Release {
+    name: String,
+    db: Option<File>,
+    shm: Option<(File, PathBuf)>,
+    writes: Vec<(u64, Vec<u8>)>,
+    inval: Option<(Notifier, INodeNo)>,
+}
+
+impl Release {
+    fn run(self) {
+        if let Some((f, path)) = &self.shm {
+            for (offset, data) in &self.writes {
+                if let Err(e) = f.write_all_at(data, *offset) {
+                    tracing::error!(db = %self.name, path = %path.display(), error = %e, "WAL index write failed");
+                }
+            }
+        }
+        if let Some((notifier, ino)) = &self.inval {
+            if let Err(e) = notifier.inval_inode(*ino, 0, -1) {
+                tracing::warn!(db = %self.name, error = %e, "could not drop the kernel's cached pages of the database");
+            }
+        }
+        drop(self.shm);
+        drop(self.db);
     }
 }
 
@@ -502,6 +620,24 @@ mod tests {
         drop(reader);
         let mut wait = Wait::new(&p);
         lock_each(&fence, &WAL_READ, &mut wait).unwrap();
+    }
+
+    #[test]
+    fn pending_writes_overlay_what_was_read() {
+        let writes = vec![(4u64, vec![1u8, 2, 3]), (10, vec![9, 9])];
+        // Read 8 bytes at 2 from a file of 5 bytes (3 read): the first
+        // write lands inside, the second beyond the buffer.
+        let mut buf = [7u8; 8];
+        let n = overlay(&writes, &mut buf, 3, 2);
+        assert_eq!(n, 5);
+        assert_eq!(&buf[..n], &[7, 7, 1, 2, 3]);
+        // A write past the end of the file, with a hole before it.
+        let mut buf = [7u8; 12];
+        let n = overlay(&writes, &mut buf, 2, 0);
+        assert_eq!(n, 12);
+        assert_eq!(buf, [7, 7, 0, 0, 1, 2, 3, 0, 0, 0, 9, 9]);
+        // Nothing pending: what was read.
+        assert_eq!(overlay(&[], &mut buf, 4, 0), 4);
     }
 
     #[test]

@@ -770,10 +770,13 @@ impl LiteFs {
         let (dbname, kind) = parse(&path);
         let db = self.store.db(dbname).ok_or(Errno::ENOENT)?;
         if let Some(file) = Self::backing(&db, kind).filter(|_| self.is_replica()) {
-            // SQLite's last connection removes an empty WAL (and tries the
-            // WAL index): nothing is lost, so a replica lets it.
+            // SQLite's last connection removes the WAL index and the WAL,
+            // which on a replica is empty: nothing is lost, so a replica
+            // lets it. (The index is never empty: SQLite removes it as it
+            // is, and rebuilds it from the WAL when it is missing.)
             match std::fs::metadata(file) {
-                Ok(md) if md.len() == 0 && matches!(kind, Kind::Wal | Kind::Shm) => {}
+                Ok(_) if kind == Kind::Shm => {}
+                Ok(md) if md.len() == 0 && kind == Kind::Wal => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Errno::ENOENT),
                 _ => return Err(self.refuse(dbname, "unlink")),
             }

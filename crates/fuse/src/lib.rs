@@ -17,8 +17,9 @@
 //! is refused and nothing changes: writes, size changes and `fallocate` of
 //! a database, journal or WAL answer `EROFS`, creating a rollback journal
 //! `EACCES` (SQLite: "attempt to write a readonly database"), creating a
-//! database or directory and removing anything `EROFS`, except an empty
-//! `-wal` or `-shm` (SQLite's last connection removes them). Opening a
+//! database or directory and removing anything `EROFS`, except the
+//! `-shm` and an empty `-wal` (SQLite's last connection removes them; the
+//! WAL index is rebuilt when missing). Opening a
 //! database or WAL read-write still works, so a connection made on a
 //! replica writes once the node is primary; the WAL index stays writable
 //! (readers write to it). Database files show mode 0444 and directories
