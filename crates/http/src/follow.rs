@@ -168,13 +168,6 @@ impl Follower {
             .await
             .map_err(|_| conn_err("no response".into()))?
             .map_err(|e| conn_err(format!("request: {e}")))?;
-        if let Some(id) = resp
-            .headers()
-            .get(HEADER_CLUSTER_ID)
-            .and_then(|v| v.to_str().ok())
-        {
-            self.node.cluster().adopt(id)?;
-        }
         if resp.status() != StatusCode::OK {
             let status = resp.status();
             let body = resp
@@ -184,6 +177,16 @@ impl Follower {
                 .map(|b| String::from_utf8_lossy(&b.to_bytes()).trim().to_owned())
                 .unwrap_or_default();
             return Err(FollowError::Refused { url, status, body });
+        }
+        // Only a stream the primary accepted makes its cluster ours (as in
+        // LiteFS): a refusal (a wrong token, a node that is not the
+        // primary) must not bind this node to that node's cluster.
+        if let Some(id) = resp
+            .headers()
+            .get(HEADER_CLUSTER_ID)
+            .and_then(|v| v.to_str().ok())
+        {
+            self.node.cluster().adopt(id)?;
         }
         let role = self.node.store.role();
         role.become_replica(Some(self.primary.clone()));
