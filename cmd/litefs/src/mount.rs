@@ -89,6 +89,14 @@ pub(crate) fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
         capture_interval: config.fuse.capture_interval,
         ..Default::default()
     };
+    // Catch SIGINT and SIGTERM before the mount exists: one that arrives
+    // while the node is still starting must unmount cleanly once it can,
+    // not kill the process and leave a dead mount behind.
+    let signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ])
+    .context("install signal handlers")?;
     let mounted = litefs_fuse::mount(store.clone(), &config.fuse.dir, &mount_opts)
         .with_context(|| format!("mount {}", config.fuse.dir.display()))?;
     tracing::info!(
@@ -108,7 +116,7 @@ pub(crate) fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
         stop.clone(),
     );
 
-    let signalled = wait_for_signal_or_unmount(&mounted)?;
+    let signalled = wait_for_signal_or_unmount(&mounted, signals);
     stop.store(true, Ordering::Relaxed);
     running.stop();
     if !signalled {
@@ -164,18 +172,16 @@ fn clear_stale_mount(dir: &Path) -> anyhow::Result<()> {
 }
 
 /// Waits for SIGINT/SIGTERM (true) or for the mount to disappear (false).
-fn wait_for_signal_or_unmount(mounted: &litefs_fuse::Mounted) -> anyhow::Result<bool> {
-    let mut signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGTERM,
-    ])
-    .context("install signal handlers")?;
+fn wait_for_signal_or_unmount(
+    mounted: &litefs_fuse::Mounted,
+    mut signals: signal_hook::iterator::Signals,
+) -> bool {
     loop {
         if signals.pending().next().is_some() {
-            return Ok(true);
+            return true;
         }
         if !mounted.is_serving() {
-            return Ok(false);
+            return false;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
