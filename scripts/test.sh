@@ -45,3 +45,6 @@ limit 600 cargo test --workspace --doc ${locked[@]+"${locked[@]}"} 2>&1
 cargo build --release -p litefs-fuse --example floorfs ${locked[@]+"${locked[@]}"} 2>&1
 limit 900 python3 bench/bench.py --smoke --mode both --litefs "$LITEFS_BIN" \
     --floorfs "${CARGO_TARGET_DIR:-$PWD/target}/release/examples/floorfs" --out target/bench-smoke
+# Replication lag: 1 primary + 2 replicas, paced and unpaced writers; fails
+# if the replicas do not converge (or a daemon stops answering), never on speed.
+limit 600 python3 bench/lag.py --smoke --litefs "$LITEFS_BIN" --out target/lag-smoke
