@@ -108,13 +108,30 @@ pub struct Node {
     fuse_conn: Option<u32>,
 }
 
-/// A free TCP port on 127.0.0.1 (bound and released: good enough for tests
-/// that start their daemons right away).
+/// A free TCP port on 127.0.0.1, below the kernel's ephemeral range: a
+/// port handed out by binding port 0 is an ephemeral one, and once
+/// released an outgoing connection may take it, so a daemon restarted on
+/// it would fail with "Address already in use".
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let seed = u64::from(std::process::id())
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+    for _ in 0..1000 {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let mut x = seed ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        x ^= x >> 29;
+        x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        x ^= x >> 32;
+        let port = 20_000 + (x % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 20000..32000");
 }
 
 /// The `lease:` section of a static primary named `hostname`.
@@ -326,7 +343,7 @@ impl Node {
         }
         if let Some(n) = self.fuse_conn {
             eprintln!("daemon did not exit 5 s after SIGKILL; aborting FUSE connection {n}");
-            let _ = std::fs::write(format!("/sys/fs/fuse/connections/{n}/abort"), "1");
+            abort_fuse_connection(n);
         }
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
@@ -420,6 +437,23 @@ impl Node {
 impl Drop for Node {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// Aborts FUSE connection `n` (what `echo 1 > .../abort` does), mounting
+/// the FUSE control filesystem first if nothing has: every request waiting
+/// on the connection then fails, so a process stuck on it can exit.
+pub fn abort_fuse_connection(n: u32) {
+    let ctl = Path::new("/sys/fs/fuse/connections");
+    if !ctl.join(n.to_string()).exists() {
+        let _ = Command::new("mount")
+            .args(["-t", "fusectl", "fusectl"])
+            .arg(ctl)
+            .stderr(Stdio::null())
+            .status();
+    }
+    if let Err(e) = std::fs::write(ctl.join(n.to_string()).join("abort"), "1") {
+        eprintln!("aborting FUSE connection {n}: {e}");
     }
 }
 

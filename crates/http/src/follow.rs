@@ -5,6 +5,7 @@
 use crate::node::{Node, HEADER_CLUSTER_ID, HEADER_NODE_ID};
 use crate::wire::{encode_pos_map, Frame, FrameDecoder};
 use bytes::Bytes;
+use futures_util::FutureExt;
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -16,6 +17,9 @@ use std::time::Duration;
 /// A stream that says nothing for this long is dead (the primary sends a
 /// heartbeat every second).
 const SILENCE: Duration = Duration::from_secs(30);
+/// At most this many bytes already received are decoded into one batch of
+/// applies.
+const BATCH_BYTES: usize = 8 << 20;
 /// Time limit for connecting and for the primary's response headers.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -212,21 +216,43 @@ impl Follower {
                 continue;
             };
             dec.push(&data);
+            // Take whatever else has already arrived, so that a replica that
+            // fell behind applies what is waiting in one batch.
+            let mut taken = data.len();
+            while taken < BATCH_BYTES {
+                match body.frame().now_or_never() {
+                    Some(Some(Ok(f))) => {
+                        if let Ok(d) = f.into_data() {
+                            taken += d.len();
+                            dec.push(&d);
+                        }
+                    }
+                    Some(Some(Err(e))) => return Err(conn_err(format!("stream: {e}"))),
+                    Some(None) | None => break,
+                }
+            }
+            let mut batch: Vec<(String, Bytes)> = Vec::new();
             loop {
                 let f = dec.next_frame().map_err(|source| FollowError::Wire {
                     url: url.clone(),
                     source,
                 })?;
+                let f = match f {
+                    Some(Frame::Ltx { name, data }) => {
+                        batch.push((name, data));
+                        continue;
+                    }
+                    other => other,
+                };
+                // Anything else is ordered after the files before it.
+                if let Some(ts) = self.apply_batch(std::mem::take(&mut batch)).await? {
+                    if ready {
+                        role.heard(ts);
+                    }
+                }
                 match f {
                     None => break,
-                    Some(Frame::Ltx { name, data }) => {
-                        let ts = self.apply(name, data).await?;
-                        if ready {
-                            if let Some(ts) = ts {
-                                role.heard(ts);
-                            }
-                        }
-                    }
+                    Some(Frame::Ltx { .. }) => {}
                     Some(Frame::Ready) => {
                         ready = true;
                         tracing::info!(primary = %url, "caught up with the primary");
@@ -246,9 +272,30 @@ impl Follower {
         }
     }
 
-    /// Applies one received LTX file; returns its timestamp.
-    async fn apply(&self, name: String, data: Bytes) -> Result<Option<i64>, FollowError> {
-        if !self.node.wants(&name) {
+    /// Applies received LTX files in order, consecutive files of one
+    /// database under one fence; returns the newest timestamp applied.
+    async fn apply_batch(&self, files: Vec<(String, Bytes)>) -> Result<Option<i64>, FollowError> {
+        let mut newest = None;
+        let mut i = 0;
+        while i < files.len() {
+            let name = files[i].0.clone();
+            let mut j = i;
+            while j < files.len() && files[j].0 == name {
+                j += 1;
+            }
+            let group: Vec<Bytes> = files[i..j].iter().map(|(_, d)| d.clone()).collect();
+            i = j;
+            if let Some(ts) = self.apply(name, group).await? {
+                newest = Some(ts);
+            }
+        }
+        Ok(newest)
+    }
+
+    /// Applies consecutive LTX files of one database; returns the last
+    /// one's timestamp.
+    async fn apply(&self, name: String, files: Vec<Bytes>) -> Result<Option<i64>, FollowError> {
+        if !self.node.wants(&name) || files.is_empty() {
             return Ok(None);
         }
         let node = self.node.clone();
@@ -261,8 +308,9 @@ impl Follower {
                     node.store.create_db(&n2)?
                 }
             };
-            db.apply_ltx(&data, node.fence.as_ref())
-                .map(|a| (a, timestamp(&data)))
+            let slices: Vec<&[u8]> = files.iter().map(|b| &b[..]).collect();
+            db.apply_ltx_batch(&slices, node.fence.as_ref())
+                .map(|a| (a, files.last().and_then(|b| timestamp(b))))
         })
         .await?;
         match r {

@@ -46,7 +46,20 @@ impl Db {
     /// zero, so the next connection to the primary asks for a snapshot; the
     /// error says why. Files this node wrote itself are skipped.
     pub fn apply_ltx(&self, ltx: &[u8], fence: &dyn Fence) -> Result<Applied, StoreError> {
-        self.apply_inner(ltx, fence, false)
+        self.apply_files(&[ltx], fence, false)
+    }
+
+    /// [`Db::apply_ltx`] for consecutive files of this database, under one
+    /// fence: a replica that fell behind pays for keeping clients out once
+    /// per batch, not once per file. Files are applied in order; on an
+    /// error, those before it stay applied. Returns the position after the
+    /// last file applied (`Own` if every file was this node's).
+    pub fn apply_ltx_batch(
+        &self,
+        files: &[&[u8]],
+        fence: &dyn Fence,
+    ) -> Result<Applied, StoreError> {
+        self.apply_files(files, fence, false)
     }
 
     pub(crate) fn apply_inner(
@@ -55,15 +68,32 @@ impl Db {
         fence: &dyn Fence,
         local: bool,
     ) -> Result<Applied, StoreError> {
+        self.apply_files(&[ltx], fence, local)
+    }
+
+    fn apply_files(
+        &self,
+        files: &[&[u8]],
+        fence: &dyn Fence,
+        local: bool,
+    ) -> Result<Applied, StoreError> {
         let invalid = |source: DecodeError| StoreError::InvalidLtx {
             db: self.name.clone(),
             source,
         };
-        let (h, trailer) = litefs_ltx::verify(ltx, Version::V1).map_err(invalid)?;
-        if !local && self.opts.node_id != 0 && h.node_id == self.opts.node_id {
-            return Ok(Applied::Own);
+        // Every file is proven whole before anything changes.
+        let mut todo = Vec::with_capacity(files.len());
+        for &ltx in files {
+            let (h, trailer) = litefs_ltx::verify(ltx, Version::V1).map_err(invalid)?;
+            if !local && self.opts.node_id != 0 && h.node_id == self.opts.node_id {
+                continue;
+            }
+            todo.push((ltx, h, trailer));
         }
-        self.check_continues(&*self.lock()?, &h)?;
+        let Some((_, first, _)) = todo.first() else {
+            return Ok(Applied::Own);
+        };
+        self.check_continues(&*self.lock()?, first)?;
         let wal = self.database_is_wal()?;
         let mut guard = fence.exclude(self, wal)?;
         let mut st = self.lock()?;
@@ -71,27 +101,63 @@ impl Db {
             self.capture_wal_locked(&mut st)?;
         }
         self.progress.flush()?;
-        self.check_continues(&st, &h)?;
         self.checkpoint_wal(&mut st)?;
+        let mut result = Ok(());
+        let mut last: Option<Header> = None;
+        for (ltx, h, trailer) in &todo {
+            if let Err(e) = self.apply_one(&mut st, ltx, h, trailer.post_apply_checksum, local) {
+                result = Err(e);
+                break;
+            }
+            last = Some(*h);
+        }
+        let pos = st.pos;
+        // No I/O through the mount (the WAL index, the kernel's cache, the
+        // fence's files closing) while holding the state mutex: FUSE
+        // requests that I/O needs may queue behind request threads waiting
+        // for the mutex. The fence still keeps clients out.
+        drop(st);
+        if let Some(h) = last.filter(|h| h.commit > 0) {
+            if self.database_is_wal()? {
+                refresh_wal_index(guard.as_mut(), h.page_size, h.commit)?;
+            }
+        }
+        guard.invalidate_database();
+        drop(guard);
+        if last.is_some() {
+            self.changes.notify(&self.name);
+            tracing::debug!(db = %self.name, pos = %pos, files = todo.len(), "applied");
+        }
+        result.map(|()| Applied::At(pos))
+    }
+
+    /// Applies one verified file under the fence and the state mutex.
+    fn apply_one(
+        &self,
+        st: &mut State,
+        ltx: &[u8],
+        h: &Header,
+        post: Checksum,
+        local: bool,
+    ) -> Result<(), StoreError> {
+        self.check_continues(st, h)?;
         let name = format_file_name(h.min_txid, h.max_txid);
         write_durably(&self.paths.ltx, &name, ltx, local)?;
         if h.is_snapshot() {
             self.remove_ltx_except(&name)?;
         }
-        let applied = self.write_pages(&mut st, ltx, &h);
-        match applied {
-            Ok(()) if st.checksum == trailer.post_apply_checksum => {}
+        match self.write_pages(st, ltx, h) {
+            Ok(()) if st.checksum == post => {}
             other => {
                 // Never stand on a database the file does not describe.
                 let _ = std::fs::remove_file(self.paths.ltx.join(&name));
                 st.pos = Pos::ZERO;
-                guard.invalidate_database();
                 other?;
                 return Err(StoreError::ChecksumMismatch {
                     db: self.name.clone(),
                     pos: Pos {
                         txid: h.max_txid,
-                        post_apply_checksum: trailer.post_apply_checksum,
+                        post_apply_checksum: post,
                     },
                     actual: st.checksum,
                 });
@@ -99,17 +165,10 @@ impl Db {
         }
         st.pos = Pos {
             txid: h.max_txid,
-            post_apply_checksum: trailer.post_apply_checksum,
+            post_apply_checksum: post,
         };
         st.timestamp = h.timestamp;
-        if h.commit > 0 && self.database_is_wal()? {
-            refresh_wal_index(guard.as_mut(), h.page_size, h.commit)?;
-        }
-        guard.invalidate_database();
-        drop(guard);
-        self.changes.notify(&self.name);
-        tracing::debug!(db = %self.name, pos = %st.pos, pages = h.commit, "applied");
-        Ok(Applied::At(st.pos))
+        Ok(())
     }
 
     fn check_continues(&self, st: &State, h: &Header) -> Result<(), StoreError> {
