@@ -223,7 +223,7 @@ def litefs_daemon(litefs, base, name, passthrough):
     cfg = os.path.join(root, "litefs.yml")
     with open(cfg, "w") as f:
         f.write(f"fuse:\n  dir: {root}/mnt\n  passthrough: {str(passthrough).lower()}\n"
-                f"data:\n  dir: {root}/data\nlease:\n  type: static\n")
+                f"data:\n  dir: {root}/data\nhttp:\n  addr: \"127.0.0.1:0\"\nlease:\n  type: static\n")
     return Daemon(base, name, [litefs, "mount", "-config", cfg])
 
 
