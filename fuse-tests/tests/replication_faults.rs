@@ -183,7 +183,9 @@ fn a_diverged_replica_is_resnapshotted() {
     // Meanwhile the primary took its own transaction at the same TXID.
     sqlite3(&p.path("d.db"), "INSERT INTO t VALUES ('primary');");
     let pp = p.sync_pos("d.db");
-    let rp = std::fs::read_dir(r.data.join("dbs/d.db/ltx")).unwrap().count();
+    let rp = std::fs::read_dir(r.data.join("dbs/d.db/ltx"))
+        .unwrap()
+        .count();
     assert!(rp > 0);
     std::fs::write(&r.config, &replica_config).unwrap();
     r.spawn();
