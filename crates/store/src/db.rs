@@ -222,6 +222,15 @@ impl Db {
         }
     }
 
+    /// The header flags of the LTX files this node writes.
+    fn ltx_flags(&self) -> u32 {
+        if self.opts.compress {
+            FLAG_COMPRESS_LZ4
+        } else {
+            0
+        }
+    }
+
     /// The database's name in the mount.
     pub fn name(&self) -> &str {
         &self.name
@@ -991,10 +1000,7 @@ impl Db {
         self.check_chain_hole(st);
         let ps = header.page_size;
         let commit = last.commit;
-        let mut latest = std::collections::BTreeMap::new();
-        for t in txns {
-            latest.extend(t.pages.iter().copied());
-        }
+        let latest = apply::latest_frames(txns);
         let db = open_read(&self.paths.database)?;
         let pages: Vec<(u32, Source)> = if st.pos.txid.0 == 0 || st.page_size != ps {
             // First transaction, or a new page size: a snapshot of every page.
@@ -1162,11 +1168,7 @@ impl Db {
         }
         let txid = Txid(st.pos.txid.0 + txns.max(1));
         let header = Header {
-            flags: if self.opts.compress {
-                FLAG_COMPRESS_LZ4
-            } else {
-                0
-            },
+            flags: self.ltx_flags(),
             page_size,
             commit,
             min_txid: if snapshot {

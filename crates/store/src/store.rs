@@ -344,7 +344,7 @@ impl Store {
         let mut tries = 0;
         loop {
             let ltx = db.import_ltx(image, page_size)?;
-            match db.apply_inner(&ltx, fence, true) {
+            match db.apply_files(&[&ltx], fence, true) {
                 Ok(Applied::At(pos)) => return Ok(pos),
                 Ok(Applied::Own) => return Ok(db.pos()),
                 Err(StoreError::NotContiguous { .. }) if tries < 5 => tries += 1,

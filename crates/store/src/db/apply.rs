@@ -62,16 +62,10 @@ impl Db {
         self.apply_files(files, fence, false)
     }
 
-    pub(crate) fn apply_inner(
-        &self,
-        ltx: &[u8],
-        fence: &dyn Fence,
-        local: bool,
-    ) -> Result<Applied, StoreError> {
-        self.apply_files(&[ltx], fence, local)
-    }
-
-    fn apply_files(
+    /// The apply behind [`Db::apply_ltx`] and [`Db::apply_ltx_batch`];
+    /// `local` marks a file this node built itself (an import): never
+    /// skipped as its own, and fsynced (it is the only copy).
+    pub(crate) fn apply_files(
         &self,
         files: &[&[u8]],
         fence: &dyn Fence,
@@ -223,10 +217,7 @@ impl Db {
                 )
                 .ctx(&self.paths.wal)?;
                 if let Some(last) = txns.last() {
-                    let mut latest = std::collections::BTreeMap::new();
-                    for t in &txns {
-                        latest.extend(t.pages.iter().copied());
-                    }
+                    let latest = latest_frames(&txns);
                     let db = OpenOptions::new()
                         .read(true)
                         .write(true)
@@ -279,18 +270,8 @@ impl Db {
     /// Writes the file's pages into the database file and moves the page
     /// checksums with them.
     fn write_pages(&self, st: &mut State, ltx: &[u8], h: &Header) -> Result<(), StoreError> {
-        let invalid = |source: DecodeError| StoreError::InvalidLtx {
-            db: self.name.clone(),
-            source,
-        };
-        if h.is_snapshot() || st.page_size != h.page_size {
-            st.page_size = h.page_size;
-            st.checksums.clear();
-            st.commit = 0;
-            st.checksum = Checksum::EMPTY;
-        }
         if h.commit == 0 {
-            set_commit(st, 0);
+            self.move_checksums(st, ltx, h, None)?;
             match std::fs::remove_file(&self.paths.database) {
                 Ok(()) => {}
                 Err(e) if e.kind() == ErrorKind::NotFound => {}
@@ -305,18 +286,44 @@ impl Db {
             .truncate(false)
             .open(&self.paths.database)
             .ctx(&self.paths.database)?;
+        self.move_checksums(st, ltx, h, Some(&db))?;
+        db.set_len(u64::from(h.commit) * u64::from(h.page_size))
+            .ctx(&self.paths.database)?;
+        Ok(())
+    }
+
+    /// Moves `st`'s page checksums (and database checksum) to what they are
+    /// after the file, writing each page into `db` when given (without it,
+    /// this computes what applying the file would give).
+    fn move_checksums(
+        &self,
+        st: &mut State,
+        ltx: &[u8],
+        h: &Header,
+        db: Option<&File>,
+    ) -> Result<(), StoreError> {
+        let invalid = |source: DecodeError| StoreError::InvalidLtx {
+            db: self.name.clone(),
+            source,
+        };
+        if h.is_snapshot() || st.page_size != h.page_size {
+            st.page_size = h.page_size;
+            st.checksums.clear();
+            st.commit = 0;
+            st.checksum = Checksum::EMPTY;
+        }
         set_commit(st, h.commit);
         let mut dec = Decoder::new(ltx, Version::V1).map_err(invalid)?;
         let ps = u64::from(h.page_size);
         let mut buf = vec![0u8; h.page_size as usize];
         while let Some(p) = dec.next_page(&mut buf).map_err(invalid)? {
-            db.write_all_at(&buf, u64::from(p.pgno - 1) * ps)
-                .ctx(&self.paths.database)?;
+            if let Some(db) = db {
+                db.write_all_at(&buf, u64::from(p.pgno - 1) * ps)
+                    .ctx(&self.paths.database)?;
+            }
             set_page(st, p.pgno, p.checksum);
         }
         dec.finish().map_err(invalid)?;
-        db.set_len(u64::from(h.commit) * ps)
-            .ctx(&self.paths.database)?;
         Ok(())
     }
 
@@ -352,20 +359,19 @@ impl Db {
         // Writers are held off, so the files stay as they are without the
         // state mutex (which FUSE requests need).
         let w = open_read(&self.paths.wal)?;
-        let mut latest = std::collections::BTreeMap::new();
-        if let (Some(w), Some(cur)) = (&w, cursor) {
-            for t in scan_wal(
-                w,
-                &cur.header,
-                WAL_HEADER_SIZE as u64,
-                cur.header.checksum,
-                Some(cur.offset),
-            )
-            .ctx(&self.paths.wal)?
-            {
-                latest.extend(t.pages.iter().copied());
-            }
-        }
+        let latest = match (&w, cursor) {
+            (Some(w), Some(cur)) => latest_frames(
+                &scan_wal(
+                    w,
+                    &cur.header,
+                    WAL_HEADER_SIZE as u64,
+                    cur.header.checksum,
+                    Some(cur.offset),
+                )
+                .ctx(&self.paths.wal)?,
+            ),
+            _ => Default::default(),
+        };
         let db = open_read(&self.paths.database)?;
         let lock = lock_pgno(c.page_size);
         let mut buf = vec![0u8; c.page_size as usize];
@@ -409,11 +415,7 @@ impl Db {
         let c = self.read_committed(fence, |c, pgno, data| {
             if enc.is_none() {
                 let header = Header {
-                    flags: if self.opts.compress {
-                        FLAG_COMPRESS_LZ4
-                    } else {
-                        0
-                    },
+                    flags: self.ltx_flags(),
                     node_id: self.opts.node_id,
                     ..Header::snapshot(c.page_size, c.commit, c.pos.txid, c.timestamp)
                 };
@@ -475,11 +477,7 @@ impl Db {
         let commit = (image.len() / page_size as usize) as u32;
         let snapshot = pos.txid.0 == 0;
         let header = Header {
-            flags: if self.opts.compress {
-                FLAG_COMPRESS_LZ4
-            } else {
-                0
-            },
+            flags: self.ltx_flags(),
             page_size,
             commit,
             min_txid: Txid(if snapshot { 1 } else { pos.txid.0 + 1 }),
@@ -543,22 +541,7 @@ impl Db {
             checksum: st.checksum,
             ..State::empty()
         };
-        if trial.page_size != h.page_size || h.is_snapshot() {
-            trial.page_size = h.page_size;
-            trial.checksums.clear();
-            trial.commit = 0;
-            trial.checksum = Checksum::EMPTY;
-        }
-        set_commit(&mut trial, h.commit);
-        let mut dec =
-            Decoder::new(&ltx[..], Version::V1).map_err(|source| StoreError::InvalidLtx {
-                db: self.name.clone(),
-                source,
-            })?;
-        let mut buf = vec![0u8; h.page_size as usize];
-        while let Ok(Some(p)) = dec.next_page(&mut buf) {
-            set_page(&mut trial, p.pgno, p.checksum);
-        }
+        self.move_checksums(&mut trial, &ltx, &h, None)?;
         if trial.checksum != st.pos.post_apply_checksum {
             return Ok(false);
         }
@@ -569,6 +552,16 @@ impl Db {
         }
         Ok(ok)
     }
+}
+
+/// The latest frame of each page across consecutive committed WAL
+/// transactions: page number -> offset of its data in the WAL.
+pub(super) fn latest_frames(txns: &[WalTxn]) -> std::collections::BTreeMap<u32, u64> {
+    let mut latest = std::collections::BTreeMap::new();
+    for t in txns {
+        latest.extend(t.pages.iter().copied());
+    }
+    latest
 }
 
 /// Writes `dir/name` through a temporary name; `durable` also fsyncs the
