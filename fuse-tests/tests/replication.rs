@@ -3,64 +3,9 @@
 //! own mounts, SQLite clients read there.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use litefs_fuse_tests::{
-    fuse_available, primary_lease, replica_lease, sqlite3, sqlite3_output, Node,
-};
+use litefs_fuse_tests::cluster::{cluster, require_fuse, same_bytes, wait_same_pos};
+use litefs_fuse_tests::{sqlite3, sqlite3_output};
 use std::process::Command;
-use std::time::{Duration, Instant};
-
-fn require_fuse() -> bool {
-    if fuse_available() {
-        return true;
-    }
-    assert!(
-        !litefs_fuse_tests::deps_required(),
-        "FUSE is required (CI=true) but unavailable"
-    );
-    eprintln!("SKIP: FUSE unavailable");
-    false
-}
-
-/// A primary and `n` replicas following it.
-fn cluster(n: usize) -> (Node, Vec<Node>) {
-    let p = Node::start_lease(&primary_lease("primary-1"), "");
-    let rs = (0..n)
-        .map(|_| Node::start_lease(&replica_lease("primary-1", &p.url), ""))
-        .collect();
-    (p, rs)
-}
-
-/// Waits until `-pos` of `db` on `r` equals the primary's.
-fn wait_same_pos(p: &Node, r: &Node, db: &str) -> String {
-    let want = p.sync_pos(db);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let got = std::fs::read_to_string(r.path(&format!("{db}-pos"))).unwrap_or_default();
-        if got == want {
-            return got;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{db}: replica at {got:?}, primary at {want:?}\nreplica log:\n{}",
-            r.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// The database as its file reads through the mount, after folding the
-/// primary's WAL in (a checkpoint is not a transaction: positions stay).
-fn same_bytes(p: &Node, r: &Node, db: &str) {
-    sqlite3(&p.path(db), "PRAGMA wal_checkpoint(TRUNCATE);");
-    let pb = std::fs::read(p.path(db)).unwrap();
-    let rb = std::fs::read(r.path(db)).unwrap();
-    assert!(
-        pb == rb,
-        "{db}: replica bytes differ from the primary's ({} vs {} bytes)",
-        rb.len(),
-        pb.len()
-    );
-}
 
 #[test]
 fn replicas_follow_the_primary_in_every_journal_mode() {

@@ -2,54 +2,14 @@
 //! diverged from the primary, and a long random workload with readers.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use litefs_fuse_tests::{fuse_available, primary_lease, replica_lease, sqlite3, Node};
+use litefs_fuse_tests::cluster::{pos_of, require_fuse, same_bytes, wait_same_pos_within};
+use litefs_fuse_tests::{primary_lease, replica_lease, sqlite3, Node};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-fn require_fuse() -> bool {
-    if fuse_available() {
-        return true;
-    }
-    assert!(
-        !litefs_fuse_tests::deps_required(),
-        "FUSE is required (CI=true) but unavailable"
-    );
-    eprintln!("SKIP: FUSE unavailable");
-    false
-}
-
-fn pos_of(n: &Node, db: &str) -> String {
-    std::fs::read_to_string(n.path(&format!("{db}-pos"))).unwrap_or_default()
-}
-
-fn wait_same_pos(p: &Node, r: &Node, db: &str, secs: u64) {
-    let want = p.sync_pos(db);
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        let got = pos_of(r, db);
-        if got == want {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{db}: replica at {got:?}, primary at {want:?}\nreplica log:\n{}",
-            r.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn same_bytes(p: &Node, r: &Node, db: &str) {
-    sqlite3(&p.path(db), "PRAGMA wal_checkpoint(TRUNCATE);");
-    let pb = std::fs::read(p.path(db)).unwrap();
-    let rb = std::fs::read(r.path(db)).unwrap();
-    assert!(pb == rb, "{db}: replica bytes differ from the primary's");
-    assert_eq!(sqlite3(&r.path(db), "PRAGMA integrity_check;").trim(), "ok");
-}
+use std::time::Duration;
 
 /// What the proxy does to the primary's bytes on each new connection.
 #[derive(Clone, Copy, Debug)]
@@ -135,7 +95,7 @@ fn damaged_and_cut_streams_are_rejected_and_recovered() {
         vec![Fault::Flip(600_000), Fault::Cut(900_000), Fault::Pass],
     );
     let r = Node::start_lease(&replica_lease("primary-1", &url), "");
-    wait_same_pos(&p, &r, "big.db", 30);
+    wait_same_pos_within(&p, &r, "big.db", Duration::from_secs(30));
     same_bytes(&p, &r, "big.db");
     let log = r.log_text();
     assert!(
@@ -169,7 +129,7 @@ fn a_diverged_replica_is_resnapshotted() {
         "CREATE TABLE t(v); INSERT INTO t VALUES ('common');",
     );
     let mut r = Node::start_lease(&replica_lease("primary-1", &p.url), "");
-    wait_same_pos(&p, &r, "d.db", 20);
+    wait_same_pos_within(&p, &r, "d.db", Duration::from_secs(20));
     r.stop();
     // The replica, alone, as a primary of its own data: one local write.
     let replica_config = std::fs::read_to_string(&r.config).unwrap();
@@ -189,7 +149,7 @@ fn a_diverged_replica_is_resnapshotted() {
     assert!(rp > 0);
     std::fs::write(&r.config, &replica_config).unwrap();
     r.spawn();
-    wait_same_pos(&p, &r, "d.db", 20);
+    wait_same_pos_within(&p, &r, "d.db", Duration::from_secs(20));
     assert_eq!(pos_of(&r, "d.db"), pp);
     assert_eq!(
         sqlite3(&r.path("d.db"), "SELECT group_concat(v) FROM t;").trim(),
@@ -222,7 +182,7 @@ fn ten_thousand_random_transactions_on_three_nodes() {
             ),
         );
         for r in &rs {
-            wait_same_pos(&p, r, db, 20);
+            wait_same_pos_within(&p, r, db, Duration::from_secs(20));
         }
     }
     let script = format!(
@@ -293,7 +253,7 @@ sys.exit(1 if errors or min(reads) < 20 else 0)
     assert!(total >= 10_000, "{total} TXIDs");
     for r in &rs {
         for (db, _) in dbs {
-            wait_same_pos(&p, r, db, 60);
+            wait_same_pos_within(&p, r, db, Duration::from_secs(60));
             same_bytes(&p, r, db);
         }
     }

@@ -1,0 +1,181 @@
+//! Helpers for tests of a static-lease cluster: start one, wait for a
+//! replica to reach the primary, compare databases, and run things with a
+//! time limit so that a hung mount fails a test instead of hanging it.
+
+use crate::{fuse_available, primary_lease, replica_lease, Node};
+use std::io::Read;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Whether FUSE tests can run: fails when they must (`CI=true`), else
+/// prints SKIP.
+pub fn require_fuse() -> bool {
+    if fuse_available() {
+        return true;
+    }
+    assert!(
+        !crate::deps_required(),
+        "FUSE is required (CI=true) but unavailable"
+    );
+    eprintln!("SKIP: FUSE unavailable");
+    false
+}
+
+/// A primary (hostname `primary-1`) and `n` replicas following it.
+pub fn cluster(n: usize) -> (Node, Vec<Node>) {
+    let p = Node::start_lease(&primary_lease("primary-1"), "");
+    let rs = (0..n)
+        .map(|_| Node::start_lease(&replica_lease("primary-1", &p.url), ""))
+        .collect();
+    (p, rs)
+}
+
+/// Runs `f` on its own thread and waits at most `limit` for it, so a read
+/// through a hung mount fails the test instead of hanging it (the thread
+/// stays blocked until the daemon is killed and its connection aborted).
+pub fn bounded<T: Send + 'static>(
+    what: &str,
+    limit: Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(v) => v,
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            panic!("{what}: no answer in {limit:?} (a hung mount?)")
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => panic!("{what}: panicked"),
+    }
+}
+
+/// A whole file of a mount, read within 30 s.
+pub fn read_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    let p = path.to_path_buf();
+    bounded(
+        &format!("read {}", path.display()),
+        Duration::from_secs(30),
+        move || std::fs::read(p),
+    )
+}
+
+/// The `-pos` of `db` on `n` (a barrier on the primary), or "" while it has
+/// none; fails with the node's log if the mount does not answer in 30 s.
+pub fn pos_of(n: &Node, db: &str) -> String {
+    let p = n.path(&format!("{db}-pos"));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(std::fs::read_to_string(p).unwrap_or_default());
+    });
+    rx.recv_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|_| panic!("{db}-pos: no answer in 30 s; log:\n{}", n.log_text()))
+}
+
+/// Waits (20 s at most) until `-pos` of `db` on `r` equals the primary's;
+/// returns it.
+pub fn wait_same_pos(p: &Node, r: &Node, db: &str) -> String {
+    wait_same_pos_within(p, r, db, Duration::from_secs(20))
+}
+
+/// [`wait_same_pos`] with its own time limit.
+pub fn wait_same_pos_within(p: &Node, r: &Node, db: &str, limit: Duration) -> String {
+    let want = pos_of(p, db);
+    assert!(!want.is_empty(), "{db}: no position on the primary");
+    let deadline = Instant::now() + limit;
+    loop {
+        let got = pos_of(r, db);
+        if got == want {
+            return got;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{db}: replica at {got:?}, primary at {want:?}\nreplica log:\n{}",
+            r.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The database reads the same through both mounts, after folding the
+/// primary's WAL in (a checkpoint is not a transaction: positions stay),
+/// and the replica's copy passes `integrity_check`.
+pub fn same_bytes(p: &Node, r: &Node, db: &str) {
+    sql(&p.path(db), "PRAGMA wal_checkpoint(TRUNCATE);");
+    let pb = read_file(&p.path(db)).unwrap_or_else(|e| panic!("{db} on the primary: {e}"));
+    let rb = read_file(&r.path(db)).unwrap_or_else(|e| panic!("{db} on the replica: {e}"));
+    assert!(
+        pb == rb,
+        "{db}: replica bytes differ from the primary's ({} vs {} bytes)",
+        rb.len(),
+        pb.len()
+    );
+    assert_eq!(sql(&r.path(db), "PRAGMA integrity_check;").trim(), "ok");
+}
+
+/// Runs `cmd` to completion within `limit` (killed and a failure after it).
+pub fn run_bounded(cmd: &mut Command, limit: Duration) -> Output {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    wait_bounded(child, limit, &format!("{cmd:?}"))
+}
+
+/// Waits for a child started with piped stdout and stderr, within `limit`.
+pub fn wait_bounded(mut child: Child, limit: Duration, what: &str) -> Output {
+    let mut so = child.stdout.take().expect("piped stdout");
+    let mut se = child.stderr.take().expect("piped stderr");
+    let t1 = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = so.read_to_end(&mut v);
+        v
+    });
+    let t2 = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = se.read_to_end(&mut v);
+        v
+    });
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait for child") {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what}: still running after {limit:?}; killed");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Output {
+        status,
+        stdout: t1.join().unwrap_or_default(),
+        stderr: t2.join().unwrap_or_default(),
+    }
+}
+
+/// Runs SQL through the `sqlite3` CLI (busy timeout 10 s, at most 60 s in
+/// all); panics with its stderr on failure.
+pub fn sql(db: &Path, sql: &str) -> String {
+    let bin = crate::tool("SQLITE3_BIN", "sqlite3").expect("sqlite3 is required");
+    let out = run_bounded(
+        Command::new(bin)
+            .arg("-cmd")
+            .arg(".timeout 10000")
+            .arg(db)
+            .arg(sql),
+        Duration::from_secs(60),
+    );
+    assert!(
+        out.status.success(),
+        "sqlite3 {} failed: {}\nSQL: {sql}",
+        db.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
