@@ -18,7 +18,12 @@ pub(crate) struct Running {
 
 /// The bearer token: `http.auth-token`, else `LITEFS_AUTH_TOKEN`.
 pub(crate) fn auth_token(config: &Config) -> Option<String> {
-    Some(config.http.auth_token.clone())
+    token_or_env(Some(config.http.auth_token.clone()))
+}
+
+/// `token` if given and not empty, else `LITEFS_AUTH_TOKEN` if not empty.
+pub(crate) fn token_or_env(token: Option<String>) -> Option<String> {
+    token
         .filter(|t| !t.is_empty())
         .or_else(|| std::env::var("LITEFS_AUTH_TOKEN").ok())
         .filter(|t| !t.is_empty())

@@ -13,18 +13,25 @@ const DEFAULT_URL: &str = "http://localhost:20202";
 /// Whole-transfer time limit.
 const TIMEOUT: Duration = Duration::from_secs(3600);
 
-/// Flags of `litefs export`.
+/// The flags `litefs export` and `litefs import` share.
 #[derive(Debug, clap::Args)]
-pub(crate) struct ExportArgs {
-    /// The database to export.
+pub(crate) struct Target {
+    /// The database.
     #[arg(long = "name")]
     name: String,
-    /// The node's API URL.
+    /// The node's API URL (for import: the primary's).
     #[arg(long = "url", default_value = DEFAULT_URL)]
     url: String,
     /// API token (default: LITEFS_AUTH_TOKEN).
     #[arg(long = "auth-token")]
     auth_token: Option<String>,
+}
+
+/// Flags of `litefs export`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ExportArgs {
+    #[command(flatten)]
+    target: Target,
     /// Where to write the database.
     path: PathBuf,
 }
@@ -32,22 +39,10 @@ pub(crate) struct ExportArgs {
 /// Flags of `litefs import`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct ImportArgs {
-    /// The database to replace (created if new).
-    #[arg(long = "name")]
-    name: String,
-    /// The primary's API URL.
-    #[arg(long = "url", default_value = DEFAULT_URL)]
-    url: String,
-    /// API token (default: LITEFS_AUTH_TOKEN).
-    #[arg(long = "auth-token")]
-    auth_token: Option<String>,
-    /// The SQLite database file to import.
+    #[command(flatten)]
+    target: Target,
+    /// The SQLite database file to import (the database is created if new).
     path: PathBuf,
-}
-
-fn token(flag: Option<String>) -> Option<String> {
-    flag.or_else(|| std::env::var("LITEFS_AUTH_TOKEN").ok())
-        .filter(|t| !t.is_empty())
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -70,19 +65,20 @@ fn query_name(name: &str) -> String {
 
 /// Downloads the database to a temporary file beside `path`, fsyncs it and
 /// renames it into place: `path` is never a partial database.
-pub(crate) fn export(a: ExportArgs) -> anyhow::Result<()> {
+pub(crate) fn export(args: ExportArgs) -> anyhow::Result<()> {
+    let (a, path) = (args.target, args.path);
     let reply = runtime()?.block_on(litefs_http::client::request(
         &a.url,
         Method::GET,
         &format!("/export?name={}", query_name(&a.name)),
         Bytes::new(),
-        token(a.auth_token).as_deref(),
+        crate::node::token_or_env(a.auth_token).as_deref(),
         TIMEOUT,
     ))?;
     if reply.status != StatusCode::OK {
         bail!("export {}: {} {}", a.name, reply.status, reply.text());
     }
-    let dir = match a.path.parent() {
+    let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
@@ -91,8 +87,8 @@ pub(crate) fn export(a: ExportArgs) -> anyhow::Result<()> {
     tmp.write_all(&reply.body)
         .and_then(|()| tmp.as_file().sync_all())
         .with_context(|| format!("write {}", tmp.path().display()))?;
-    tmp.persist(&a.path)
-        .with_context(|| format!("rename into {}", a.path.display()))?;
+    tmp.persist(&path)
+        .with_context(|| format!("rename into {}", path.display()))?;
     if let Ok(d) = std::fs::File::open(&dir) {
         let _ = d.sync_all();
     }
@@ -105,22 +101,23 @@ pub(crate) fn export(a: ExportArgs) -> anyhow::Result<()> {
         "Exported {} ({} bytes, position {pos}) to {}",
         a.name,
         reply.body.len(),
-        a.path.display()
+        path.display()
     );
     Ok(())
 }
 
 /// Checks the file with SQLite's own integrity check, then uploads it.
-pub(crate) fn import(a: ImportArgs) -> anyhow::Result<()> {
-    check_database(&a.path)?;
-    let image = std::fs::read(&a.path).with_context(|| format!("read {}", a.path.display()))?;
+pub(crate) fn import(args: ImportArgs) -> anyhow::Result<()> {
+    let (a, path) = (args.target, args.path);
+    check_database(&path)?;
+    let image = std::fs::read(&path).with_context(|| format!("read {}", path.display()))?;
     let len = image.len();
     let reply = runtime()?.block_on(litefs_http::client::request(
         &a.url,
         Method::POST,
         &format!("/import?name={}", query_name(&a.name)),
         Bytes::from(image),
-        token(a.auth_token).as_deref(),
+        crate::node::token_or_env(a.auth_token).as_deref(),
         TIMEOUT,
     ))?;
     if reply.status != StatusCode::OK {

@@ -12,11 +12,7 @@ use std::sync::{Arc, Mutex};
 /// `primary.hostname`), plus our node ID.
 pub(crate) fn info(node: &Node) -> Response<Body> {
     let role = node.store.role();
-    let primary = if role.is_primary() {
-        Some(node.hostname.clone())
-    } else {
-        role.primary().map(|p| p.hostname)
-    };
+    let primary = primary_hostname(node);
     json(&serde_json::json!({
         "clusterID": node.cluster().get().unwrap_or_default(),
         "isPrimary": role.is_primary(),
@@ -24,6 +20,17 @@ pub(crate) fn info(node: &Node) -> Response<Body> {
         "nodeID": format!("{:016x}", node.node_id),
         "primary": primary.map(|h| serde_json::json!({ "hostname": h })),
     }))
+}
+
+/// The primary's hostname as this node knows it: its own on the primary,
+/// the one it follows on a replica (`None` while not connected).
+fn primary_hostname(node: &Node) -> Option<String> {
+    let role = node.store.role();
+    if role.is_primary() {
+        Some(node.hostname.clone())
+    } else {
+        role.primary().map(|p| p.hostname)
+    }
 }
 
 /// `GET /metrics`: Prometheus text format with LiteFS's metric names for
@@ -99,7 +106,7 @@ pub(crate) fn events(node: &Arc<Node>) -> Response<Body> {
         "type": "init",
         "data": {
             "isPrimary": role.is_primary(),
-            "hostname": if role.is_primary() { Some(node.hostname.clone()) } else { role.primary().map(|p| p.hostname) },
+            "hostname": primary_hostname(node),
         },
     });
     let _ = tx.try_send(Bytes::from(format!("{init}\n")));
