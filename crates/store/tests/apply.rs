@@ -158,6 +158,7 @@ fn an_interrupted_apply_rolls_forward_at_start() {
         &second,
     )
     .unwrap();
+    std::fs::write(paths.dir.join("applying"), b"").unwrap();
     let mut half = img2.clone();
     half.truncate(img2.len() / 2);
     half.extend_from_slice(&img1[img2.len() / 2..img1.len().max(img2.len() / 2)]);

@@ -96,6 +96,11 @@ impl Db {
         }
         self.progress.flush()?;
         self.checkpoint_wal(&mut st)?;
+        // Says "an apply may be half done" to recovery: only then may it roll
+        // the newest LTX file forward (after a crash in capture, the newest
+        // file is older than the database and must not be written back).
+        let marker = self.paths.dir.join(APPLYING);
+        File::create(&marker).ctx(&marker)?;
         let mut result = Ok(());
         let mut last: Option<Header> = None;
         for (ltx, h, trailer) in &todo {
@@ -105,6 +110,7 @@ impl Db {
             }
             last = Some(*h);
         }
+        std::fs::remove_file(&marker).ctx(&marker)?;
         let pos = st.pos;
         // No I/O through the mount (the WAL index, the kernel's cache, the
         // fence's files closing) while holding the state mutex: FUSE
@@ -520,6 +526,16 @@ impl Db {
     /// changed), so writing its pages again finishes the job. Returns
     /// whether the database now matches the position.
     pub(super) fn roll_forward(&self, st: &mut State) -> Result<bool, StoreError> {
+        let marker = self.paths.dir.join(APPLYING);
+        if !marker.exists() {
+            return Ok(false);
+        }
+        let done = self.roll_forward_newest(st)?;
+        std::fs::remove_file(&marker).ctx(&marker)?;
+        Ok(done)
+    }
+
+    fn roll_forward_newest(&self, st: &mut State) -> Result<bool, StoreError> {
         let Some((path, _)) = self.newest_ltx()? else {
             return Ok(false);
         };
@@ -553,6 +569,10 @@ impl Db {
         Ok(ok)
     }
 }
+
+/// A file in the database's directory that exists while an apply writes
+/// pages (see [`Db::roll_forward`]).
+const APPLYING: &str = "applying";
 
 /// The latest frame of each page across consecutive committed WAL
 /// transactions: page number -> offset of its data in the WAL.
