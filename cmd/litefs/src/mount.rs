@@ -116,9 +116,16 @@ pub(crate) fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
         stop.clone(),
     );
 
-    let signalled = wait_for_signal_or_unmount(&mounted, signals);
+    let why = wait_for_signal_or_unmount(&mounted, &running, signals);
     stop.store(true, Ordering::Relaxed);
     running.stop();
+    if why == Stop::Failed {
+        mounted.unmount().context("unmount")?;
+        let _ = retention.join();
+        store.save_checksums();
+        return Ok(ExitCode::FAILURE);
+    }
+    let signalled = why == Stop::Signal;
     if !signalled {
         // Nothing can reach the databases any more; finish what capture
         // has queued and say why we stop.
@@ -171,17 +178,33 @@ fn clear_stale_mount(dir: &Path) -> anyhow::Result<()> {
     }
 }
 
-/// Waits for SIGINT/SIGTERM (true) or for the mount to disappear (false).
+/// Why `litefs mount` stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// SIGINT or SIGTERM.
+    Signal,
+    /// The mount was removed from outside.
+    Unmounted,
+    /// The node cannot run (logged where it happened).
+    Failed,
+}
+
+/// Waits for SIGINT/SIGTERM, for the mount to disappear, or for the node
+/// to fail.
 fn wait_for_signal_or_unmount(
     mounted: &litefs_fuse::Mounted,
+    running: &crate::node::Running,
     mut signals: signal_hook::iterator::Signals,
-) -> bool {
+) -> Stop {
     loop {
         if signals.pending().next().is_some() {
-            return true;
+            return Stop::Signal;
         }
         if !mounted.is_serving() {
-            return false;
+            return Stop::Unmounted;
+        }
+        if running.failed() {
+            return Stop::Failed;
         }
         std::thread::sleep(Duration::from_millis(100));
     }

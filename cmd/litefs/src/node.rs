@@ -1,11 +1,13 @@
-//! The node around the mount: the API server, and (on a replica) the
-//! follower of the static primary. Runs on its own tokio runtime so the
-//! mount's threads stay plain threads.
+//! The node around the mount: the API server and the election loop (which
+//! holds the lease or follows its holder). Runs on its own tokio runtime so
+//! the mount's threads stay plain threads.
 
 use crate::config::{Config, LeaseType};
 use anyhow::{bail, Context};
-use litefs_http::{Follower, Node, NodeOptions};
-use litefs_store::{Fence, PrimaryInfo, Store};
+use litefs_http::{Election, ElectionOptions, Node, NodeOptions};
+use litefs_lease::{ConsulLeaser, ConsulOptions, Leaser, StaticLeaser};
+use litefs_store::{Fence, Store};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::sync::watch;
 
@@ -13,7 +15,10 @@ use tokio::sync::watch;
 pub(crate) struct Running {
     runtime: tokio::runtime::Runtime,
     stop: watch::Sender<bool>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    stop_server: watch::Sender<bool>,
+    election: Vec<tokio::task::JoinHandle<()>>,
+    server: tokio::task::JoinHandle<()>,
+    failed: Arc<AtomicBool>,
 }
 
 /// The bearer token: `http.auth-token`, else `LITEFS_AUTH_TOKEN`.
@@ -38,29 +43,71 @@ pub(crate) fn listen_addr(addr: &str) -> String {
     }
 }
 
-/// Sets this node's role from the static lease before anything can reach
-/// the mount: the candidate is the primary, every other node a replica of
-/// `lease.advertise-url`.
+/// Sets this node's role before anything can reach the mount: with a
+/// static lease the candidate is the primary and every other node a
+/// replica; with Consul every node starts as a replica with no primary
+/// until the election says otherwise, so no client ever sees a node as
+/// writable before it holds the lease.
 pub(crate) fn init_role(config: &Config, store: &Store) -> anyhow::Result<()> {
-    match config.lease.kind {
-        Some(LeaseType::Static) => {}
-        Some(LeaseType::Consul) => {
-            bail!("lease.type consul is not available in this build yet; use lease.type static")
-        }
-        None => bail!("lease.type is required"),
-    }
     let role = store.role();
     role.set_candidate(config.lease.candidate);
-    if config.lease.candidate {
-        role.become_primary();
-    } else {
-        role.become_replica(None);
+    match config.lease.kind {
+        Some(LeaseType::Static) if config.lease.candidate => role.become_primary(),
+        Some(LeaseType::Static) | Some(LeaseType::Consul) => role.become_replica(None),
+        None => bail!("lease.type is required"),
     }
     Ok(())
 }
 
+/// The OS hostname (Consul's default `lease.hostname`).
+fn os_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+/// `lease.hostname` and `lease.advertise-url` with Consul's defaults
+/// filled in (the OS hostname; `http://HOSTNAME:PORT` with the API port).
+fn identity(config: &Config, port: Option<u16>) -> (String, String) {
+    let mut hostname = config.lease.hostname.clone();
+    let mut url = config.lease.advertise_url.clone();
+    if config.lease.kind == Some(LeaseType::Consul) {
+        if hostname.is_empty() {
+            hostname = os_hostname();
+        }
+        if url.is_empty() {
+            url = format!("http://{hostname}:{}", port.unwrap_or(20202));
+        }
+    }
+    (hostname, url)
+}
+
+/// The leaser of `lease.type`.
+fn leaser(config: &Config, hostname: &str, url: &str) -> anyhow::Result<Arc<dyn Leaser>> {
+    let lease = &config.lease;
+    Ok(match lease.kind {
+        Some(LeaseType::Static) | None => Arc::new(StaticLeaser::new(
+            litefs_lease::PrimaryInfo {
+                hostname: hostname.to_owned(),
+                advertise_url: url.to_owned(),
+            },
+            lease.candidate,
+        )),
+        Some(LeaseType::Consul) => {
+            let mut o = ConsulOptions::new(&lease.consul.url, &lease.consul.key, hostname, url);
+            o.ttl = lease.consul.ttl;
+            o.lock_delay = lease.consul.lock_delay;
+            o.candidate = lease.candidate;
+            Arc::new(ConsulLeaser::new(o).context("lease.consul")?)
+        }
+    })
+}
+
 impl Running {
-    /// Binds the API and starts serving it; a replica starts following.
+    /// Binds the API, starts serving it and starts the election loop
+    /// (which follows the primary, or becomes it).
     pub(crate) fn start(
         config: &Config,
         store: Arc<Store>,
@@ -73,6 +120,14 @@ impl Running {
             .enable_all()
             .build()
             .context("start the API runtime")?;
+        let addr = listen_addr(&config.http.addr);
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind(&addr))
+            .with_context(|| format!("http.addr {addr}: cannot listen"))?;
+        let local = listener.local_addr().ok();
+        tracing::info!(addr = ?local, "API listening");
+        let (hostname, url) = identity(config, local.map(|a| a.port()));
+        let leaser = leaser(config, &hostname, &url)?;
         let node = Arc::new(
             Node::new(
                 store.clone(),
@@ -80,61 +135,81 @@ impl Running {
                 &config.data.dir,
                 NodeOptions {
                     node_id,
-                    hostname: config.lease.hostname.clone(),
+                    hostname: hostname.clone(),
                     auth_token: auth_token(config),
                     databases: config.lease.databases.clone(),
                     max_body: 0,
+                    promote: config.lease.promote,
                 },
             )
             .context("cluster ID")?,
         );
-        if store.role().is_primary() {
-            let id = node.cluster().ensure().context("cluster ID")?;
-            tracing::info!(cluster_id = %id, "this node is the primary");
-        }
-        let addr = listen_addr(&config.http.addr);
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind(&addr))
-            .with_context(|| format!("http.addr {addr}: cannot listen"))?;
-        let local = listener.local_addr().ok();
-        tracing::info!(addr = ?local, "API listening");
+        // Two stop signals: the election stops first (a primary hands off
+        // over its streams), then the server.
         let (stop, rx) = watch::channel(false);
+        let (stop_server, server_rx) = watch::channel(false);
+        let failed = Arc::new(AtomicBool::new(false));
         let stopped = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
         };
-        let mut tasks = Vec::new();
         let n2 = node.clone();
-        let s1 = stopped(rx.clone());
-        tasks.push(runtime.spawn(async move {
+        let s1 = stopped(server_rx);
+        let server = runtime.spawn(async move {
             if let Err(e) = litefs_http::serve(listener, n2, s1).await {
                 tracing::error!(error = %e, "API server failed");
             }
+        });
+        tracing::info!(lease = leaser.kind(), hostname = %hostname, advertise_url = %url, candidate = leaser.is_candidate(), "starting the election");
+        let election = Election::new(
+            node.clone(),
+            leaser,
+            ElectionOptions {
+                reconnect_delay: config.lease.reconnect_delay,
+                demote_delay: config.lease.demote_delay,
+            },
+            rx,
+        );
+        let f2 = failed.clone();
+        let mut tasks = Vec::new();
+        tasks.push(runtime.spawn(async move {
+            if let Err(e) = election.run().await {
+                tracing::error!(error = %e, "stopping: this node cannot join the cluster");
+                f2.store(true, Ordering::Release);
+            }
         }));
-        if !store.role().is_primary() {
-            let primary = PrimaryInfo {
-                hostname: config.lease.hostname.clone(),
-                advertise_url: config.lease.advertise_url.clone(),
-            };
-            tracing::info!(primary = %primary.advertise_url, "this node is a replica");
-            let f = Follower::new(node.clone(), primary, config.lease.reconnect_delay);
-            tasks.push(runtime.spawn(f.run(stopped(rx))));
-        }
         Ok(Running {
             runtime,
             stop,
-            tasks,
+            stop_server,
+            election: tasks,
+            server,
+            failed,
         })
     }
 
-    /// Stops following and serving.
+    /// Whether the node hit a condition it cannot run with (it belongs to
+    /// another cluster): the caller stops it.
+    pub(crate) fn failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
+
+    /// Stops the election (a primary hands off or releases its lease) and
+    /// the API.
     pub(crate) fn stop(self) {
         let _ = self.stop.send(true);
-        let Running { runtime, tasks, .. } = self;
-        // Replica streams end with the server; nothing else holds the node.
+        let Running {
+            runtime,
+            election,
+            server,
+            stop_server,
+            ..
+        } = self;
         runtime.block_on(async {
-            for t in tasks {
-                let _ = tokio::time::timeout(std::time::Duration::from_secs(5), t).await;
+            for t in election {
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(15), t).await;
             }
+            let _ = stop_server.send(true);
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), server).await;
         });
         runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     }

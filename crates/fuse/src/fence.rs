@@ -16,6 +16,7 @@ use crate::fs::Ids;
 use crate::names::Kind;
 use fuser::{INodeNo, Notifier};
 use litefs_store::{Db, Fence, FenceGuard, StoreError};
+use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::ErrorKind;
 use std::os::fd::AsRawFd;
@@ -43,8 +44,10 @@ const RESERVED: Range = (0x4000_0001, 1);
 const SHARED: Range = (0x4000_0002, 510);
 
 /// WAL-index locks (SQLite's `wal.c`: the lock bytes start at 120), on
-/// `-shm`. `RECOVER` (122) and `DMS` (128) are never taken by a fence.
+/// `-shm`. `RECOVER` (122) is never taken by a fence; `DMS` (128) only
+/// shared, by a parked fence (see [`Fence::park_writers`]).
 const WAL_WRITE: Range = (120, 1);
+const WAL_DMS: Range = (128, 1);
 const WAL_CKPT: Range = (121, 1);
 const WAL_READ: [Range; 5] = [(123, 1), (124, 1), (125, 1), (126, 1), (127, 1)];
 
@@ -62,6 +65,8 @@ pub(crate) struct MountLink {
     notifier: Mutex<Option<Notifier>>,
     /// To the releaser thread, which finishes dropped guards.
     releaser: Option<Sender<Release>>,
+    /// Databases whose WAL write lock a parked guard holds.
+    parked: Mutex<HashSet<String>>,
 }
 
 impl MountLink {
@@ -82,6 +87,7 @@ impl MountLink {
             ids,
             notifier: Mutex::new(Some(notifier)),
             releaser: spawn_releaser(),
+            parked: Mutex::new(HashSet::new()),
         }
     }
 
@@ -131,6 +137,10 @@ impl MountLink {
 
     fn notifier(&self) -> Option<Notifier> {
         self.notifier.lock().ok().and_then(|n| n.clone())
+    }
+
+    fn is_parked(&self, db: &str) -> bool {
+        self.parked.lock().is_ok_and(|p| p.contains(db))
     }
 
     fn attached(&self) -> bool {
@@ -238,6 +248,7 @@ impl MountFence {
             shm: None,
             writes: Vec::new(),
             invalidate: false,
+            parked: false,
         }
     }
 
@@ -266,7 +277,13 @@ impl Fence for MountFence {
             if wal {
                 if let Some(shm) = self.link.open(&shm_path)? {
                     wait.path.clone_from(&shm_path);
-                    lock_in_order(&shm, &[WAL_WRITE, WAL_CKPT], &mut wait, &mut || false)?;
+                    // A parked guard of this fence holds the write lock.
+                    let order: &[Range] = if self.link.is_parked(db.name()) {
+                        &[WAL_CKPT]
+                    } else {
+                        &[WAL_WRITE, WAL_CKPT]
+                    };
+                    lock_in_order(&shm, order, &mut wait, &mut || false)?;
                     lock_each(&shm, &WAL_READ, &mut wait)?;
                     guard.shm = Some((shm, shm_path));
                     return Ok(Box::new(guard));
@@ -291,6 +308,10 @@ impl Fence for MountFence {
         if !self.link.attached() {
             return Ok(Box::new(guard));
         }
+        if wal && self.link.is_parked(db.name()) {
+            // Writers are held by the parked guard already.
+            return Ok(Box::new(guard));
+        }
         let (kind, range) = if wal {
             (Kind::Shm, WAL_WRITE)
         } else {
@@ -306,6 +327,41 @@ impl Fence for MountFence {
             guard.shm = Some((file, path));
         } else {
             guard.db = Some(file);
+        }
+        Ok(Box::new(guard))
+    }
+
+    fn park_writers(&self, db: &Db, wal: bool) -> Result<Box<dyn FenceGuard>, StoreError> {
+        let mut guard = self.guard(db);
+        if !wal || self.link.is_parked(db.name()) {
+            // Rollback-journal writes all pass through the mount, which
+            // refuses them on a replica: nothing to hold.
+            return Ok(Box::new(guard));
+        }
+        if !self.link.attached() {
+            return Ok(Box::new(guard));
+        }
+        let path = self.link.path(db.name(), Kind::Shm);
+        let Some(file) = self.link.open(&path)? else {
+            // No WAL index: no connection has the WAL open.
+            return Ok(Box::new(guard));
+        };
+        let mut wait = Wait::new(&path);
+        lock_in_order(&file, &[WAL_WRITE], &mut wait, &mut || false)?;
+        // Shared on DMS: no client can believe it is the first one and
+        // reset the WAL index, whose recovery would need the write lock
+        // this guard keeps.
+        loop {
+            match try_lock(&file, WAL_DMS, libc::F_RDLCK) {
+                Ok(true) => break,
+                Ok(false) => wait.pause()?,
+                Err(e) => return Err(io_err(&wait, e)),
+            }
+        }
+        guard.shm = Some((file, path));
+        guard.parked = true;
+        if let Ok(mut p) = self.link.parked.lock() {
+            p.insert(db.name().to_owned());
         }
         Ok(Box::new(guard))
     }
@@ -333,6 +389,8 @@ struct Guard {
     /// WAL-index writes not yet made: (offset, bytes), in order.
     writes: Vec<(u64, Vec<u8>)>,
     invalidate: bool,
+    /// Holds the write lock for [`Fence::park_writers`].
+    parked: bool,
 }
 
 impl FenceGuard for Guard {
@@ -395,6 +453,13 @@ fn overlay(writes: &[(u64, Vec<u8>)], buf: &mut [u8], n: usize, offset: u64) -> 
 
 impl Drop for Guard {
     fn drop(&mut self) {
+        if self.parked {
+            // Fences take the write lock themselves from now on (and wait
+            // for it until the releaser has closed this guard's file).
+            if let Ok(mut p) = self.link.parked.lock() {
+                p.remove(&self.name);
+            }
+        }
         if self.db.is_none() && self.shm.is_none() {
             return;
         }
@@ -551,10 +616,16 @@ fn io_err(wait: &Wait, source: std::io::Error) -> StoreError {
 /// One non-blocking attempt at an open-file-description write lock on
 /// `range` of `file`: `Ok(false)` when someone else holds a conflicting
 /// lock.
-fn try_write_lock(file: &File, (start, len): Range) -> std::io::Result<bool> {
+fn try_write_lock(file: &File, range: Range) -> std::io::Result<bool> {
+    try_lock(file, range, libc::F_WRLCK)
+}
+
+/// Tries an OFD lock of `kind` (`F_WRLCK` or `F_RDLCK`) on `range`;
+/// `false` when another holder conflicts.
+fn try_lock(file: &File, (start, len): Range, kind: libc::c_int) -> std::io::Result<bool> {
     // SAFETY: `flock` is a plain C struct; all-zero is a valid value.
     let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-    fl.l_type = libc::F_WRLCK as libc::c_short;
+    fl.l_type = kind as libc::c_short;
     fl.l_whence = libc::SEEK_SET as libc::c_short;
     fl.l_start = start as libc::off_t;
     fl.l_len = len as libc::off_t;

@@ -2,7 +2,7 @@
 //! positions, apply every LTX file it sends, keep `.primary` and `.lag`
 //! current, reconnect with backoff when the stream ends.
 
-use crate::node::{Node, HEADER_CLUSTER_ID, HEADER_NODE_ID};
+use crate::node::{Node, HEADER_CANDIDATE, HEADER_CLUSTER_ID, HEADER_NODE_ID};
 use crate::wire::{encode_pos_map, Frame, FrameDecoder};
 use bytes::Bytes;
 use futures_util::FutureExt;
@@ -77,58 +77,40 @@ pub enum FollowError {
     Task(#[from] tokio::task::JoinError),
 }
 
+/// How a stream from the primary ended without an error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FollowEnd {
+    /// The primary ended it (End, or the body closed); `ready` says
+    /// whether it had caught this node up first.
+    Ended {
+        /// Whether Ready arrived before the end.
+        ready: bool,
+    },
+    /// The primary handed its lease to this node: the lease ID to adopt.
+    Handoff(String),
+}
+
 /// Follows one primary.
 #[derive(Debug, Clone)]
 pub struct Follower {
     node: Arc<Node>,
     primary: PrimaryInfo,
-    reconnect_delay: Duration,
 }
 
 impl Follower {
     /// A follower of `primary` (its hostname for `.primary`, its API URL).
-    pub fn new(node: Arc<Node>, primary: PrimaryInfo, reconnect_delay: Duration) -> Follower {
-        Follower {
-            node,
-            primary,
-            reconnect_delay,
-        }
+    pub fn new(node: Arc<Node>, primary: PrimaryInfo) -> Follower {
+        Follower { node, primary }
     }
 
-    /// Follows until `shutdown` resolves, reconnecting after each end or
-    /// failure (the delay doubles up to 16 x `reconnect-delay` while
-    /// failures repeat, and resets once a stream got going).
-    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
-        tokio::pin!(shutdown);
-        let role = self.node.store.role();
-        let mut delay = self.reconnect_delay;
-        loop {
-            let r = tokio::select! {
-                _ = &mut shutdown => return,
-                r = self.follow_once() => r,
-            };
-            role.become_replica(None);
-            match r {
-                Ok(true) => {
-                    tracing::info!(primary = %self.primary.advertise_url, "stream ended; reconnecting");
-                    delay = self.reconnect_delay;
-                }
-                Ok(false) => {}
-                Err(e) => {
-                    tracing::warn!(primary = %self.primary.advertise_url, error = %e, retry_in_ms = delay.as_millis() as u64, "replication stream failed");
-                }
-            }
-            tokio::select! {
-                _ = &mut shutdown => return,
-                _ = tokio::time::sleep(delay) => {}
-            }
-            delay = (delay * 2).min(self.reconnect_delay * 16);
-        }
+    /// Streams from the primary until the stream ends or fails. The
+    /// caller decides whom to follow next and how long to wait.
+    pub async fn follow(&self) -> Result<FollowEnd, FollowError> {
+        self.follow_once().await
     }
 
-    /// One connection: returns `Ok(true)` if it reached Ready before it
-    /// ended.
-    async fn follow_once(&self) -> Result<bool, FollowError> {
+    /// One connection.
+    async fn follow_once(&self) -> Result<FollowEnd, FollowError> {
         let url = self.primary.advertise_url.clone();
         let conn_err = |reason: String| FollowError::Connection {
             url: url.clone(),
@@ -160,8 +142,13 @@ impl Follower {
             path.push_str("?filter=");
             path.push_str(&self.node.databases.join(","));
         }
+        let role = self.node.store.role();
         let mut req = Request::post(format!("{}{path}", url.trim_end_matches('/')))
-            .header(HEADER_NODE_ID, format!("{:016x}", self.node.node_id));
+            .header(HEADER_NODE_ID, format!("{:016x}", self.node.node_id))
+            .header(
+                HEADER_CANDIDATE,
+                if role.is_candidate() { "true" } else { "false" },
+            );
         if let Some(t) = &self.node.auth_token {
             req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
         }
@@ -192,7 +179,6 @@ impl Follower {
         {
             self.node.cluster().adopt(id)?;
         }
-        let role = self.node.store.role();
         role.become_replica(Some(self.primary.clone()));
         tracing::info!(primary = %url, hostname = %self.primary.hostname, "connected to the primary");
 
@@ -207,7 +193,7 @@ impl Follower {
                         url: url.clone(),
                         source,
                     })?;
-                    return Ok(ready);
+                    return Ok(FollowEnd::Ended { ready });
                 }
                 Ok(Some(Err(e))) => return Err(conn_err(format!("stream: {e}"))),
                 Ok(Some(Ok(f))) => f,
@@ -256,20 +242,42 @@ impl Follower {
                     Some(Frame::Ready) => {
                         ready = true;
                         tracing::info!(primary = %url, "caught up with the primary");
+                        if self.node.promote && role.is_candidate() {
+                            self.ask_for_lease();
+                        }
                     }
                     Some(Frame::Heartbeat { timestamp_ms }) => {
                         if ready {
                             role.heard(timestamp_ms);
                         }
                     }
-                    Some(Frame::End) => return Ok(ready),
-                    Some(Frame::Handoff { .. }) => {
-                        tracing::info!(primary = %url, "hand-off offered; static leases do not move");
+                    Some(Frame::End) => return Ok(FollowEnd::Ended { ready }),
+                    Some(Frame::Handoff { lease_id }) => {
+                        tracing::info!(primary = %url, "the primary handed its lease to this node");
+                        return Ok(FollowEnd::Handoff(lease_id));
                     }
                     Some(Frame::DropDb { .. }) | Some(Frame::Hwm { .. }) => {}
                 }
             }
         }
+    }
+
+    /// `lease.promote`: asks the primary to hand its lease to this node
+    /// (in the background; the hand-off arrives on the stream).
+    fn ask_for_lease(&self) {
+        let (url, id, token) = (
+            self.primary.advertise_url.clone(),
+            self.node.node_id,
+            self.node.auth_token.clone(),
+        );
+        tokio::spawn(async move {
+            match request_handoff(&url, id, token.as_deref()).await {
+                Ok(()) => tracing::info!(primary = %url, "lease.promote: hand-off requested"),
+                Err(e) => {
+                    tracing::warn!(primary = %url, error = %e, "lease.promote: hand-off refused")
+                }
+            }
+        });
     }
 
     /// Applies received LTX files in order, consecutive files of one
@@ -321,6 +329,26 @@ impl Follower {
             Ok((Applied::Own, _)) => Ok(None),
             Err(source) => Err(FollowError::Apply { db: name, source }),
         }
+    }
+}
+
+/// Asks the primary at `url` to hand its lease to node `node_id`
+/// (`POST /handoff?nodeID=`); the error carries the primary's message.
+pub async fn request_handoff(url: &str, node_id: u64, token: Option<&str>) -> Result<(), String> {
+    let r = crate::client::request(
+        url,
+        hyper::Method::POST,
+        &format!("/handoff?nodeID={node_id:016x}"),
+        Bytes::new(),
+        token,
+        Duration::from_secs(10),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    if r.status.is_success() {
+        Ok(())
+    } else {
+        Err(format!("{}: {}", r.status, r.text()))
     }
 }
 

@@ -8,7 +8,9 @@
 //! [`litefs_store::Fence`].
 
 pub mod client;
+mod election;
 mod follow;
+mod handoff;
 mod info;
 mod node;
 mod server;
@@ -16,9 +18,10 @@ mod stream;
 mod transfer;
 pub mod wire;
 
-pub use follow::{FollowError, Follower};
+pub use election::{Election, ElectionError, ElectionOptions};
+pub use follow::{request_handoff, FollowEnd, FollowError, Follower};
 pub use node::{
-    valid_cluster_id, ClusterId, ClusterIdError, Node, NodeOptions, HEADER_CLUSTER_ID,
-    HEADER_NODE_ID,
+    valid_cluster_id, ClusterId, ClusterIdError, Control, Node, NodeOptions, HEADER_CANDIDATE,
+    HEADER_CLUSTER_ID, HEADER_NODE_ID,
 };
 pub use server::{serve, Body};

@@ -3,13 +3,19 @@
 
 use litefs_store::{Fence, Store};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use tokio::sync::{mpsc, oneshot, Notify};
 
 /// The header carrying a node's ID (16 hex digits), as LiteFS sends it.
 pub const HEADER_NODE_ID: &str = "litefs-id";
 /// The header carrying the cluster ID (`LFSC` + 16 hex digits).
 pub const HEADER_CLUSTER_ID: &str = "litefs-cluster-id";
+/// Our extension: a replica's `/stream` request says whether it may become
+/// primary (`true`/`false`), so a primary that shuts down hands its lease
+/// only to a node that can take it. LiteFS nodes do not send it; they are
+/// never chosen for a shutdown hand-off.
+pub const HEADER_CANDIDATE: &str = "litefs-candidate";
 
 /// One node's API state.
 pub struct Node {
@@ -28,8 +34,48 @@ pub struct Node {
     pub databases: Vec<String>,
     /// Largest LTX file or import body accepted, in bytes.
     pub max_body: u64,
+    /// `lease.promote`: ask the primary for its lease once caught up.
+    pub promote: bool,
     cluster: ClusterId,
     streams: AtomicUsize,
+    /// Replicas streaming from this node now.
+    peers: Mutex<Vec<Peer>>,
+    next_peer: AtomicU64,
+    /// Wakes every stream when this node stops being the primary.
+    pub(crate) demoted: Notify,
+    /// Set once a demotion finished capturing: streams send what is left
+    /// and end.
+    ending: AtomicBool,
+    /// Where a hand-off goes: the replica's node ID and the lease ID its
+    /// stream must carry in a Handoff frame.
+    pub(crate) handoff: Mutex<Option<(u64, String)>>,
+    /// Requests to the election loop (`POST /handoff`).
+    control: Mutex<Option<mpsc::Sender<Control>>>,
+}
+
+/// A replica connected to this node's `/stream`.
+#[derive(Debug, Clone)]
+pub(crate) struct Peer {
+    seq: u64,
+    /// Its node ID (`Litefs-Id`).
+    pub(crate) node_id: u64,
+    /// Whether it said it may become primary.
+    pub(crate) candidate: bool,
+    /// Set once its stream sent Ready (it has everything this node had).
+    pub(crate) ready: Arc<AtomicBool>,
+}
+
+/// A request from the API to the election loop.
+#[derive(Debug)]
+pub enum Control {
+    /// `POST /handoff?nodeID=`: give the lease to this connected replica;
+    /// the reply says whether the hand-off was sent.
+    Handoff {
+        /// The replica's node ID.
+        node_id: u64,
+        /// Where the outcome goes (an error message on failure).
+        reply: oneshot::Sender<Result<(), String>>,
+    },
 }
 
 impl std::fmt::Debug for Node {
@@ -170,6 +216,8 @@ pub struct NodeOptions {
     pub databases: Vec<String>,
     /// Largest LTX file or import accepted (0: 1 GiB).
     pub max_body: u64,
+    /// `lease.promote`.
+    pub promote: bool,
 }
 
 impl Node {
@@ -192,8 +240,15 @@ impl Node {
             } else {
                 opts.max_body
             },
+            promote: opts.promote,
             cluster: ClusterId::load(data_dir)?,
             streams: AtomicUsize::new(0),
+            peers: Mutex::new(Vec::new()),
+            next_peer: AtomicU64::new(0),
+            demoted: Notify::new(),
+            ending: AtomicBool::new(false),
+            handoff: Mutex::new(None),
+            control: Mutex::new(None),
         })
     }
 
@@ -212,18 +267,96 @@ impl Node {
         self.streams.load(Ordering::Relaxed)
     }
 
-    pub(crate) fn stream_started(self: &Arc<Self>) -> StreamCount {
+    /// Registers a replica's stream for as long as the returned value
+    /// lives.
+    pub(crate) fn stream_started(self: &Arc<Self>, node_id: u64, candidate: bool) -> StreamCount {
         self.streams.fetch_add(1, Ordering::Relaxed);
-        StreamCount(self.clone())
+        let peer = Peer {
+            seq: self.next_peer.fetch_add(1, Ordering::Relaxed),
+            node_id,
+            candidate,
+            ready: Arc::new(AtomicBool::new(false)),
+        };
+        if let Ok(mut p) = self.peers.lock() {
+            p.push(peer.clone());
+        }
+        StreamCount(self.clone(), peer)
+    }
+
+    /// The replicas streaming from this node now.
+    pub(crate) fn peers(&self) -> Vec<Peer> {
+        self.peers.lock().map(|p| p.clone()).unwrap_or_default()
+    }
+
+    /// A connected replica that may become primary and has caught up: the
+    /// one a primary that shuts down hands its lease to.
+    pub fn handoff_candidate(&self) -> Option<u64> {
+        self.peers()
+            .into_iter()
+            .find(|p| p.candidate && p.ready.load(Ordering::Acquire))
+            .map(|p| p.node_id)
+    }
+
+    /// Whether the replica `node_id` is streaming from this node.
+    pub fn is_connected(&self, node_id: u64) -> bool {
+        self.peers().iter().any(|p| p.node_id == node_id)
+    }
+
+    /// Tells every stream that this node is no longer the primary, and the
+    /// stream of `handoff`'s replica (if any) to pass it the lease ID.
+    /// Streams send what is still unsent, then (for the hand-off target)
+    /// a Handoff frame, then End.
+    pub fn streams_demoted(&self, handoff: Option<(u64, String)>) {
+        if let Ok(mut h) = self.handoff.lock() {
+            *h = handoff;
+        }
+        self.ending.store(true, Ordering::Release);
+        self.demoted.notify_waiters();
+    }
+
+    /// This node became the primary: streams may be served again.
+    pub fn streams_promoted(&self) {
+        if let Ok(mut h) = self.handoff.lock() {
+            *h = None;
+        }
+        self.ending.store(false, Ordering::Release);
+    }
+
+    /// Whether streams must finish and end (see [`Node::streams_demoted`]).
+    pub(crate) fn streams_ending(&self) -> bool {
+        self.ending.load(Ordering::Acquire)
+    }
+
+    /// Connects the API to the election loop that serves [`Control`]
+    /// requests.
+    pub fn set_control(&self, tx: mpsc::Sender<Control>) {
+        if let Ok(mut c) = self.control.lock() {
+            *c = Some(tx);
+        }
+    }
+
+    /// The election loop's request channel, if one runs.
+    pub(crate) fn control(&self) -> Option<mpsc::Sender<Control>> {
+        self.control.lock().ok().and_then(|c| c.clone())
     }
 }
 
-/// Counts a stream while it lives.
-pub(crate) struct StreamCount(Arc<Node>);
+/// Counts a stream, and lists its replica, while it lives.
+pub(crate) struct StreamCount(Arc<Node>, Peer);
+
+impl StreamCount {
+    /// Marks the replica as caught up.
+    pub(crate) fn ready(&self) {
+        self.1.ready.store(true, Ordering::Release);
+    }
+}
 
 impl Drop for StreamCount {
     fn drop(&mut self) {
         self.0.streams.fetch_sub(1, Ordering::Relaxed);
+        if let Ok(mut p) = self.0.peers.lock() {
+            p.retain(|x| x.seq != self.1.seq);
+        }
     }
 }
 

@@ -175,7 +175,13 @@ async fn route(node: &Arc<Node>, req: Request<Incoming>) -> Response<Body> {
         (Method::GET, "/export") => crate::transfer::export(node, &req).await,
         (Method::POST, "/import") => crate::transfer::import(node, req).await,
         (Method::POST, "/stream") => crate::stream::serve_stream(node, req).await,
-        (_, "/info" | "/metrics" | "/events" | "/export" | "/import" | "/stream") => text(
+        (Method::POST, "/handoff") => crate::handoff::handoff(node, &req).await,
+        (Method::POST, "/promote") => crate::handoff::promote(node).await,
+        (
+            _,
+            "/info" | "/metrics" | "/events" | "/export" | "/import" | "/stream" | "/handoff"
+            | "/promote",
+        ) => text(
             StatusCode::METHOD_NOT_ALLOWED,
             format!("method {} not allowed on {path}", req.method()),
         ),

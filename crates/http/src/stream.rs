@@ -40,6 +40,11 @@ pub(crate) async fn serve_stream(node: &Arc<Node>, req: Request<Incoming>) -> Re
         .and_then(|v| v.to_str().ok())
         .unwrap_or("unknown")
         .to_owned();
+    let peer_id = u64::from_str_radix(&peer, 16).unwrap_or(0);
+    let candidate = req
+        .headers()
+        .get(crate::node::HEADER_CANDIDATE)
+        .is_some_and(|v| v.as_bytes() == b"true");
     let body = match Limited::new(req.into_body(), MAX_POS_MAP).collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => {
@@ -71,16 +76,16 @@ pub(crate) async fn serve_stream(node: &Arc<Node>, req: Request<Incoming>) -> Re
     let node2 = node.clone();
     tracing::info!(replica = %peer, dbs = client.len(), "replica connected");
     tokio::spawn(async move {
-        let count = node2.stream_started();
         let r = Streamer {
+            count: node2.stream_started(peer_id, candidate),
             node: node2.clone(),
+            peer_id,
             tx,
             filter,
             client,
         }
         .run()
         .await;
-        drop(count);
         match r {
             Ok(()) => tracing::info!(replica = %peer, "replica stream ended"),
             Err(e) => tracing::info!(replica = %peer, reason = %e, "replica stream ended"),
@@ -108,7 +113,11 @@ enum StreamError {
 }
 
 struct Streamer {
+    /// Lists this replica among the node's peers while the stream lives.
+    count: crate::node::StreamCount,
     node: Arc<Node>,
+    /// The replica's node ID (0 if it sent none).
+    peer_id: u64,
     tx: mpsc::Sender<Bytes>,
     filter: Option<BTreeSet<String>>,
     /// What the replica has, as far as we know.
@@ -133,26 +142,49 @@ impl Streamer {
             self.sync(&name).await?;
         }
         self.send(Frame::Ready).await?;
+        self.count.ready();
         self.send(Frame::Heartbeat {
             timestamp_ms: now_ms(),
         })
         .await?;
+        let take = || -> Result<Vec<String>, StreamError> {
+            let mut d = dirty.lock().map_err(|_| StreamError::Gone)?;
+            Ok(std::mem::take(&mut *d).into_iter().collect())
+        };
+        let node = self.node.clone();
         loop {
-            let next: Vec<String> = {
-                let mut d = dirty.lock().map_err(|_| StreamError::Gone)?;
-                std::mem::take(&mut *d).into_iter().collect()
-            };
+            let demoted = node.demoted.notified();
+            tokio::pin!(demoted);
+            demoted.as_mut().enable();
+            let next = take()?;
             for name in &next {
                 self.sync(name).await?;
             }
             if !next.is_empty() {
                 continue;
             }
-            if !self.node.store.role().is_primary() {
+            if self.node.streams_ending() {
+                // The demotion captured its last commits before it set
+                // the flag: send them, then hand off if this replica is
+                // the one chosen.
+                for name in &take()? {
+                    self.sync(name).await?;
+                }
+                let handoff = self.node.handoff.lock().ok().and_then(|h| h.clone());
+                if let Some((target, lease_id)) = handoff {
+                    if target == self.peer_id {
+                        tracing::info!(
+                            replica = format_args!("{:016x}", self.peer_id),
+                            "handing the lease off"
+                        );
+                        self.send(Frame::Handoff { lease_id }).await?;
+                    }
+                }
                 let _ = self.send(Frame::End).await;
                 return Err(StreamError::Demoted);
             }
             tokio::select! {
+                _ = &mut demoted => {}
                 _ = wake.notified() => {}
                 _ = tokio::time::sleep(HEARTBEAT) => {
                     self.send(Frame::Heartbeat { timestamp_ms: now_ms() }).await?;

@@ -27,6 +27,18 @@ pub trait Fence: Send + Sync {
     /// Waits for any write transaction on `db` to end and holds off new
     /// ones until the guard is dropped; readers go on.
     fn hold_writers(&self, db: &Db, wal: bool) -> Result<Box<dyn FenceGuard>, StoreError>;
+
+    /// Like [`Fence::hold_writers`], for as long as this node is a replica.
+    /// In WAL mode, connections that opened the WAL while this node was
+    /// primary may write it without a request reaching the mount (FUSE
+    /// passthrough), so only SQLite's own write lock keeps them out: the
+    /// guard holds it (they see `SQLITE_BUSY`) until it is dropped at
+    /// promotion. While it is held, this fence's `exclude` and
+    /// `hold_writers` of the database count on it instead of taking the
+    /// write lock again.
+    fn park_writers(&self, db: &Db, wal: bool) -> Result<Box<dyn FenceGuard>, StoreError> {
+        self.hold_writers(db, wal)
+    }
 }
 
 /// A held fence. Dropping it lets SQLite clients in again.

@@ -333,6 +333,38 @@ impl Db {
         Ok(())
     }
 
+    /// Waits for a write transaction in progress to end and keeps new ones
+    /// out until the guard is dropped: what a primary takes on every
+    /// database before it stops being one, so that no commit straddles the
+    /// change. See [`Db::capture_committed`].
+    pub fn hold_writers(&self, fence: &dyn Fence) -> Result<Box<dyn FenceGuard>, StoreError> {
+        let wal = self.database_is_wal()?;
+        fence.hold_writers(self, wal)
+    }
+
+    /// Keeps writers out for as long as this node is a replica (see
+    /// [`Fence::park_writers`]); the guard is dropped at promotion.
+    pub fn park_writers(&self, fence: &dyn Fence) -> Result<Box<dyn FenceGuard>, StoreError> {
+        let wal = self.database_is_wal()?;
+        fence.park_writers(self, wal)
+    }
+
+    /// Captures every commit SQLite made that is not in an LTX file yet
+    /// (WAL commits written behind the store, a finished journal) and
+    /// writes the files out; returns the position. Call with writers held
+    /// ([`Db::hold_writers`]): a stepping-down primary makes sure every
+    /// transaction it acknowledged is in its LTX files, so the streams can
+    /// send it before they end.
+    pub fn capture_committed(&self) -> Result<Pos, StoreError> {
+        let mut st = self.lock()?;
+        if st.wal_lazy {
+            self.capture_wal_locked(&mut st)?;
+        }
+        self.journal_barrier_locked(&mut st)?;
+        self.progress.flush()?;
+        Ok(st.pos)
+    }
+
     /// Reads the committed database, page by page (the lock page as
     /// zeros), while `fence` holds writers off: every captured commit, the
     /// database file overlaid with the committed WAL. Proves the pages
