@@ -12,6 +12,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 pub mod cluster;
+pub mod consul;
 pub mod replay;
 
 /// Whether missing external dependencies must fail tests instead of
@@ -192,6 +193,21 @@ impl Node {
     }
 
     fn start_full(lease: &str, extra: &str, data_keys: &str, fuse_keys: &str) -> Node {
+        let mut node = Node::configure(free_port(), lease, extra, data_keys, fuse_keys);
+        node.spawn();
+        node
+    }
+
+    /// A node configured as [`Node::start_lease`] would, but with its API
+    /// on `port` (from [`free_port`], so that the lease section can name
+    /// the node's own URL, as a Consul lease's `advertise-url` does), and
+    /// not started: prepare its directories, then [`Node::spawn`] or
+    /// [`Node::spawn_nowait`].
+    pub fn new_lease_on(port: u16, lease: &str, extra: &str) -> Node {
+        Node::configure(port, lease, extra, "", "")
+    }
+
+    fn configure(port: u16, lease: &str, extra: &str, data_keys: &str, fuse_keys: &str) -> Node {
         let dir = tempfile::Builder::new()
             .prefix("litefs-node")
             .tempdir()
@@ -200,7 +216,6 @@ impl Node {
         let data = dir.path().join("data");
         std::fs::create_dir_all(&mount).expect("mkdir mnt");
         let config = dir.path().join("litefs.yml");
-        let port = free_port();
         std::fs::write(
             &config,
             format!(
@@ -212,7 +227,7 @@ impl Node {
         )
         .expect("write config");
         let log = dir.path().join("litefs.log");
-        let mut node = Node {
+        Node {
             child: None,
             dir,
             mount,
@@ -221,13 +236,18 @@ impl Node {
             log,
             url: format!("http://127.0.0.1:{port}"),
             fuse_conn: None,
-        };
-        node.spawn();
-        node
+        }
     }
 
     /// Starts the daemon again on the same directories.
     pub fn spawn(&mut self) {
+        self.spawn_nowait();
+        self.wait_mounted();
+    }
+
+    /// Starts the daemon without waiting for its mount (for a daemon that
+    /// may refuse to start); [`Node::wait_mounted`] waits for it.
+    pub fn spawn_nowait(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -247,7 +267,20 @@ impl Node {
             .spawn()
             .expect("spawn litefs");
         self.child = Some(child);
-        self.wait_mounted();
+    }
+
+    /// The daemon's process ID while it is this node's child (to send it
+    /// signals such as SIGSTOP).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The daemon's exit status if it has exited, `None` while it runs or
+    /// when none was started.
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 
     /// Waits until the mount is live, or panics with the daemon's log.
