@@ -3,8 +3,9 @@
 
 use crate::error::{IoContext, StoreError};
 use crate::saved::{self, fold, Saved, Stamp};
+use crate::stats::{ltx_on_disk, DbStats};
 use crate::store::{poisoned, Changes, StoreOptions};
-use crate::writer::{tmp_path, LtxOut, LtxWriter, Progress, SPILL_BYTES};
+use crate::writer::{tmp_path, DbQueue, LtxOut, LtxWriter, Progress, SPILL_BYTES};
 use litefs_ltx::{
     format_file_name, lock_pgno, page_checksum, parse_file_name, Checksum, Encoder, Format, Header,
     Pos, Txid, Version, FLAG_COMPRESS_LZ4,
@@ -52,6 +53,29 @@ impl DbPaths {
             dir,
         }
     }
+}
+
+/// One database's state at a moment, for diagnostics (`/debug/vars`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DbStatus {
+    /// The replication position.
+    pub pos: Pos,
+    /// Timestamp (ms) of the LTX file that made the position.
+    pub timestamp: i64,
+    /// Page size in bytes (0 before the first page).
+    pub page_size: u32,
+    /// Size in pages at the position.
+    pub pages: u32,
+    /// Whether the database header says WAL mode (else a rollback-journal
+    /// mode, or no database file yet).
+    pub wal: bool,
+    /// How far capture has read the WAL (bytes), if a WAL is being read.
+    pub wal_cursor: Option<u64>,
+    /// Open handles through which the kernel writes the WAL directly
+    /// (FUSE passthrough).
+    pub wal_passthrough_handles: usize,
+    /// LTX files captured and not on disk yet.
+    pub pending_ltx: u64,
 }
 
 /// Where capture has got to in the WAL: the next frame to look at and the
@@ -149,6 +173,7 @@ pub struct Db {
     /// LTX files of this database queued but not yet written.
     progress: Arc<Progress>,
     changes: Arc<Changes>,
+    stats: Arc<DbStats>,
 }
 
 fn now_ms() -> i64 {
@@ -188,10 +213,54 @@ impl Db {
             writer,
             progress: Arc::default(),
             changes,
+            stats: Arc::default(),
         };
         db.recover()?;
         db.progress.flush()?;
+        let (files, bytes) = ltx_on_disk(&db.paths.ltx).ctx(&db.paths.ltx)?;
+        db.stats.set_ltx_on_disk(files, bytes);
         Ok(db)
+    }
+
+    /// What this database has done since the process started (for
+    /// metrics); cheap to update from any thread.
+    pub fn stats(&self) -> &DbStats {
+        &self.stats
+    }
+
+    /// The queue and counters the LTX writer needs.
+    fn queue(&self) -> DbQueue<'_> {
+        DbQueue {
+            progress: &self.progress,
+            stats: &self.stats,
+        }
+    }
+
+    /// The database's state now, for `/debug/vars`: takes the database's
+    /// mutex briefly and reads the database header.
+    pub fn status(&self) -> Result<DbStatus, StoreError> {
+        let (pos, timestamp, page_size, pages, wal_cursor, wal_passthrough_handles) = {
+            let st = self.lock()?;
+            (
+                st.pos,
+                st.timestamp,
+                st.page_size,
+                st.commit,
+                st.wal.map(|c| c.offset),
+                st.wal_handles,
+            )
+        };
+        let wal = self.database_is_wal()?;
+        Ok(DbStatus {
+            pos,
+            timestamp,
+            page_size,
+            pages,
+            wal,
+            wal_cursor,
+            wal_passthrough_handles,
+            pending_ltx: self.progress.pending(),
+        })
     }
 
     /// Waits until every LTX file captured so far is on disk (they are
@@ -1203,7 +1272,7 @@ impl Db {
             .encode_pages(st, out, header, pages, src, snapshot, &name)
             .and_then(|r| match r {
                 Some((out, new, changes)) => out
-                    .commit(&self.writer, &self.progress, &self.paths.ltx, name.clone())
+                    .commit(&self.writer, &self.queue(), &self.paths.ltx, name.clone())
                     .map(|()| Some((new, changes))),
                 None => Ok(None),
             });
@@ -1228,6 +1297,7 @@ impl Db {
             post_apply_checksum: new,
         };
         st.timestamp = header.timestamp;
+        self.stats.committed(txns.max(1));
         self.changes.notify(&self.name);
         tracing::debug!(db = %self.name, txid = %txid, pages = pages.len(), commit, "committed");
         Ok(())
@@ -1327,6 +1397,8 @@ impl Db {
     /// Removes LTX files whose timestamp is older than `retention`, always
     /// keeping the newest. Returns how many were removed. Errors are
     /// returned, not swallowed; a file that vanished meanwhile is not one.
+    /// Afterwards the LTX gauges of [`Db::stats`] are set from what is on
+    /// disk, as LiteFS does.
     pub fn enforce_retention(&self, retention: std::time::Duration) -> Result<usize, StoreError> {
         // Hold the lock so a commit cannot race the "newest" decision.
         let st = self.lock()?;
@@ -1345,19 +1417,24 @@ impl Db {
                 continue;
             }
             let path = e.path();
-            let mtime = match e.metadata() {
-                Ok(m) => m.modified().ctx(&path)?,
+            let (mtime, len) = match e.metadata() {
+                Ok(m) => (m.modified().ctx(&path)?, m.len()),
                 Err(err) if err.kind() == ErrorKind::NotFound => continue,
                 Err(err) => return Err(err).ctx(&path),
             };
             if mtime < cutoff {
                 match std::fs::remove_file(&path) {
-                    Ok(()) => removed += 1,
+                    Ok(()) => {
+                        removed += 1;
+                        self.stats.ltx_reaped(len);
+                    }
                     Err(err) if err.kind() == ErrorKind::NotFound => {}
                     Err(err) => return Err(err).ctx(&path),
                 }
             }
         }
+        let (files, bytes) = ltx_on_disk(&self.paths.ltx).ctx(&self.paths.ltx)?;
+        self.stats.set_ltx_on_disk(files, bytes);
         Ok(removed)
     }
 

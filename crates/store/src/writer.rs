@@ -10,6 +10,7 @@
 //! database's queue with [`Progress::flush`].
 
 use crate::error::{IoContext, StoreError};
+use crate::stats::DbStats;
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -54,6 +55,14 @@ impl Progress {
         }
     }
 
+    /// LTX files queued and not written yet.
+    pub(crate) fn pending(&self) -> u64 {
+        self.state
+            .lock()
+            .map(|c| c.queued.saturating_sub(c.written))
+            .unwrap_or(0)
+    }
+
     /// Takes the "write a snapshot next" flag.
     pub(crate) fn take_force_snapshot(&self) -> bool {
         self.force_snapshot.swap(false, Ordering::AcqRel)
@@ -90,6 +99,17 @@ struct Job {
     name: String,
     bytes: Vec<u8>,
     progress: Arc<Progress>,
+    stats: Arc<DbStats>,
+}
+
+impl Job {
+    fn run(self) {
+        let r = write_file_atomically(&self.dir, &self.name, &self.bytes);
+        if r.is_ok() {
+            self.stats.ltx_added(self.bytes.len() as u64);
+        }
+        self.progress.done(r);
+    }
 }
 
 /// The writer thread's queue. Cloning shares the thread; it ends when the
@@ -108,8 +128,7 @@ impl LtxWriter {
             .name("litefs-ltx-writer".into())
             .spawn(move || {
                 for job in rx {
-                    let r = write_file_atomically(&job.dir, &job.name, &job.bytes);
-                    job.progress.done(r);
+                    job.run();
                 }
             });
         match spawned {
@@ -121,14 +140,16 @@ impl LtxWriter {
         }
     }
 
-    /// Queues `bytes` to be written as `dir/name`.
-    pub(crate) fn write(&self, progress: &Arc<Progress>, dir: &Path, name: String, bytes: Vec<u8>) {
-        progress.queued();
+    /// Queues `bytes` to be written as `dir/name`; `stats` counts the file
+    /// once it is on disk.
+    pub(crate) fn write(&self, db: &DbQueue<'_>, dir: &Path, name: String, bytes: Vec<u8>) {
+        db.progress.queued();
         let job = Job {
             dir: dir.to_path_buf(),
             name,
             bytes,
-            progress: progress.clone(),
+            progress: db.progress.clone(),
+            stats: db.stats.clone(),
         };
         let job = match &self.tx {
             Some(tx) => match tx.send(job) {
@@ -137,9 +158,17 @@ impl LtxWriter {
             },
             None => job,
         };
-        let r = write_file_atomically(&job.dir, &job.name, &job.bytes);
-        job.progress.done(r);
+        job.run();
     }
+}
+
+/// What the writer needs of one database: its queue and its counters.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DbQueue<'a> {
+    /// The database's queue.
+    pub(crate) progress: &'a Arc<Progress>,
+    /// The database's counters (LTX files on disk).
+    pub(crate) stats: &'a Arc<DbStats>,
 }
 
 /// Where capture encodes an LTX file: memory for the writer thread, or,
@@ -189,28 +218,36 @@ impl LtxOut {
     pub(crate) fn commit(
         self,
         writer: &LtxWriter,
-        progress: &Arc<Progress>,
+        db: &DbQueue<'_>,
         dir: &Path,
         name: String,
     ) -> Result<(), StoreError> {
         match self {
             LtxOut::Memory(bytes) => {
-                writer.write(progress, dir, name, bytes);
+                writer.write(db, dir, name, bytes);
                 Ok(())
             }
             LtxOut::File { file, tmp } => {
                 let r = file
                     .into_inner()
                     .map_err(|e| e.into_error())
+                    .and_then(|f| f.metadata())
                     .ctx(&tmp)
-                    .and_then(|_| {
+                    .and_then(|m| {
                         let path = dir.join(&name);
-                        std::fs::rename(&tmp, &path).ctx(&path)
+                        std::fs::rename(&tmp, &path).ctx(&path)?;
+                        Ok(m.len())
                     });
-                if r.is_err() {
-                    let _ = std::fs::remove_file(&tmp);
+                match r {
+                    Ok(len) => {
+                        db.stats.ltx_added(len);
+                        Ok(())
+                    }
+                    Err(e) => {
+                        let _ = std::fs::remove_file(&tmp);
+                        Err(e)
+                    }
                 }
-                r
             }
         }
     }

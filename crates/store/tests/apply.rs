@@ -2,7 +2,7 @@
 //! with database files real SQLite wrote.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use litefs_ltx::Txid;
+use litefs_ltx::{Pos, Txid};
 use litefs_store::{Applied, NoClients, Store, StoreError, StoreOptions};
 use std::path::Path;
 use std::process::Command;
@@ -36,8 +36,21 @@ fn opts(node_id: u64) -> StoreOptions {
 const V1: &str = "create table t(x); with recursive s(i) as (select 1 union all select i+1 from s where i<2000) insert into t select i from s;";
 const V2: &str = "create table t(x); with recursive s(i) as (select 1 union all select i+1 from s where i<3000) insert into t select i from s; create table u(y);";
 
-#[test]
-fn a_replica_applies_the_primarys_files_and_lands_on_the_same_bytes() {
+/// A primary store (node 1) where `a.db` was imported as V1 and then V2,
+/// and an empty replica store (node 2).
+struct Pair {
+    img1: Vec<u8>,
+    img2: Vec<u8>,
+    p: Store,
+    r: Store,
+    /// The positions after each import.
+    p1: Pos,
+    p2: Pos,
+    p_dir: tempfile::TempDir,
+    _dirs: [tempfile::TempDir; 2],
+}
+
+fn pair() -> Pair {
     let scratch = tempfile::tempdir().unwrap();
     let img1 = sqlite_image(scratch.path(), "one.db", V1);
     let img2 = sqlite_image(scratch.path(), "two.db", V2);
@@ -47,6 +60,31 @@ fn a_replica_applies_the_primarys_files_and_lands_on_the_same_bytes() {
     let r = Store::open(r_dir.path(), opts(2)).unwrap();
     let p1 = p.import("a.db", &img1, &NoClients).unwrap();
     let p2 = p.import("a.db", &img2, &NoClients).unwrap();
+    Pair {
+        img1,
+        img2,
+        p,
+        r,
+        p1,
+        p2,
+        p_dir,
+        _dirs: [scratch, r_dir],
+    }
+}
+
+#[test]
+fn a_replica_applies_the_primarys_files_and_lands_on_the_same_bytes() {
+    let pair = pair();
+    let Pair {
+        img1,
+        img2,
+        p,
+        r,
+        p1,
+        p2,
+        ..
+    } = &pair;
+    let (p1, p2) = (*p1, *p2);
     assert_eq!((p1.txid.0, p2.txid.0), (1, 2));
     let pdb = p.db("a.db").unwrap();
     pdb.verify().unwrap();
@@ -71,13 +109,13 @@ fn a_replica_applies_the_primarys_files_and_lands_on_the_same_bytes() {
     assert!(rdb.pos().is_zero());
 
     assert_eq!(rdb.apply_ltx(&first, &NoClients).unwrap(), Applied::At(p1));
-    assert_eq!(std::fs::read(&rdb.paths().database).unwrap(), img1);
+    assert_eq!(std::fs::read(&rdb.paths().database).unwrap(), *img1);
     assert_eq!(rdb.apply_ltx(&second, &NoClients).unwrap(), Applied::At(p2));
-    assert_eq!(std::fs::read(&rdb.paths().database).unwrap(), img2);
+    assert_eq!(std::fs::read(&rdb.paths().database).unwrap(), *img2);
     rdb.verify().unwrap();
     // A file this node wrote itself is skipped.
     let own = r.create_db("own.db").unwrap();
-    r.import("own.db", &img1, &NoClients).unwrap();
+    r.import("own.db", img1, &NoClients).unwrap();
     let own_file = own.read_ltx_from(Txid(1)).unwrap().unwrap();
     assert_eq!(own.apply_ltx(&own_file, &NoClients).unwrap(), Applied::Own);
 
@@ -88,7 +126,7 @@ fn a_replica_applies_the_primarys_files_and_lands_on_the_same_bytes() {
     let r2 = Store::open(r2_dir.path(), opts(3)).unwrap();
     let r2db = r2.create_db("a.db").unwrap();
     assert_eq!(r2db.apply_ltx(&snap, &NoClients).unwrap(), Applied::At(p2));
-    assert_eq!(std::fs::read(&r2db.paths().database).unwrap(), img2);
+    assert_eq!(std::fs::read(&r2db.paths().database).unwrap(), *img2);
 
     // An export is the database's bytes.
     let mut out = Vec::new();
@@ -99,8 +137,8 @@ fn a_replica_applies_the_primarys_files_and_lands_on_the_same_bytes() {
         })
         .unwrap();
     assert_eq!(c.pos, p2);
-    assert_eq!(out, img2);
-    drop((p, r, r2));
+    assert_eq!(out, *img2);
+    drop(r2);
 }
 
 #[test]
@@ -167,5 +205,63 @@ fn an_interrupted_apply_rolls_forward_at_start() {
     let rdb = r.db("a.db").unwrap();
     assert_eq!(rdb.pos(), pdb.pos());
     rdb.verify().unwrap();
-    assert_eq!(std::fs::read(&paths.database).unwrap(), img2);
+    assert_eq!(std::fs::read(&paths.database).unwrap(), *img2);
+}
+
+/// Files and bytes of LTX files in a database's `ltx/` directory.
+fn ltx_on_disk(db: &litefs_store::Db) -> (u64, u64) {
+    let mut n = (0, 0);
+    for e in std::fs::read_dir(&db.paths().ltx).unwrap() {
+        let e = e.unwrap();
+        if e.file_name().to_string_lossy().ends_with(".ltx") {
+            n.0 += 1;
+            n.1 += e.metadata().unwrap().len();
+        }
+    }
+    n
+}
+
+#[test]
+fn stats_count_applies_ltx_files_and_retention() {
+    let Pair { p, r, p_dir, .. } = pair();
+    let pdb = p.db("a.db").unwrap();
+    let c = pdb.stats().read();
+    assert_eq!((c.applied_files, c.apply_errors, c.commits), (2, 0, 0));
+    assert_eq!((c.ltx_files, c.ltx_bytes), ltx_on_disk(&pdb));
+    assert_eq!(c.ltx_files, 2);
+    assert!(c.lag.is_some_and(|l| l.as_secs() < 60), "{c:?}");
+    assert_eq!((c.fences, c.applying), (0, false));
+
+    let rdb = r.create_db("a.db").unwrap();
+    assert_eq!(rdb.stats().read().lag, None);
+    let first = pdb.read_ltx_from(Txid(1)).unwrap().unwrap();
+    let second = pdb.read_ltx_from(Txid(2)).unwrap().unwrap();
+    assert!(rdb.apply_ltx(&second, &NoClients).is_err());
+    let c = rdb.stats().read();
+    assert_eq!((c.applied_files, c.apply_errors, c.ltx_files), (0, 1, 0));
+    rdb.apply_ltx_batch(&[&first, &second], &NoClients).unwrap();
+    let c = rdb.stats().read();
+    assert_eq!((c.applied_files, c.apply_errors), (2, 1));
+    assert_eq!((c.ltx_files, c.ltx_bytes), ltx_on_disk(&rdb));
+    assert!(c.apply_time > std::time::Duration::ZERO);
+    // A snapshot replaces the history: the gauges follow the directory.
+    let (_, snap) = pdb.snapshot_ltx(&NoClients).unwrap().unwrap();
+    rdb.apply_ltx(&snap, &NoClients).unwrap();
+    let c = rdb.stats().read();
+    assert_eq!((c.ltx_files, c.ltx_bytes), ltx_on_disk(&rdb));
+    assert_eq!((c.ltx_files, c.applied_files), (1, 3));
+
+    // Retention keeps the newest file and counts what it removes.
+    assert_eq!(pdb.enforce_retention(std::time::Duration::ZERO).unwrap(), 1);
+    let c = pdb.stats().read();
+    assert_eq!((c.ltx_reaped, c.ltx_files), (1, 1));
+    assert_eq!((c.ltx_files, c.ltx_bytes), ltx_on_disk(&pdb));
+    // A restart counts what is on disk.
+    let on_disk = ltx_on_disk(&pdb);
+    drop((pdb, p));
+    let p = Store::open(p_dir.path(), opts(1)).unwrap();
+    let c = p.db("a.db").unwrap().stats().read();
+    drop(r);
+    assert_eq!((c.ltx_files, c.ltx_bytes), on_disk);
+    assert_eq!((c.applied_files, c.ltx_reaped), (0, 0));
 }

@@ -64,12 +64,32 @@ impl Db {
 
     /// The apply behind [`Db::apply_ltx`] and [`Db::apply_ltx_batch`];
     /// `local` marks a file this node built itself (an import): never
-    /// skipped as its own, and fsynced (it is the only copy).
+    /// skipped as its own, and fsynced (it is the only copy). Counted in
+    /// [`Db::stats`].
     pub(crate) fn apply_files(
         &self,
         files: &[&[u8]],
         fence: &dyn Fence,
         local: bool,
+    ) -> Result<Applied, StoreError> {
+        let started = std::time::Instant::now();
+        let mut done = Done::default();
+        let r = self.apply_counted(files, fence, local, &mut done);
+        if done.files > 0 || r.is_err() {
+            let ok = r.is_ok();
+            self.stats
+                .applied(done.files, started.elapsed(), done.newest_ms, ok);
+        }
+        r
+    }
+
+    /// [`Db::apply_files`], recording in `done` what it applied.
+    fn apply_counted(
+        &self,
+        files: &[&[u8]],
+        fence: &dyn Fence,
+        local: bool,
+        done: &mut Done,
     ) -> Result<Applied, StoreError> {
         let invalid = |source: DecodeError| StoreError::InvalidLtx {
             db: self.name.clone(),
@@ -90,6 +110,7 @@ impl Db {
         self.check_continues(&*self.lock()?, first)?;
         let wal = self.database_is_wal()?;
         let mut guard = fence.exclude(self, wal)?;
+        let fenced = self.stats.fenced();
         let mut st = self.lock()?;
         if st.wal_lazy {
             self.capture_wal_locked(&mut st)?;
@@ -101,6 +122,7 @@ impl Db {
         // file is older than the database and must not be written back).
         let marker = self.paths.dir.join(APPLYING);
         File::create(&marker).ctx(&marker)?;
+        let applying = self.stats.applying();
         let mut result = Ok(());
         let mut last: Option<Header> = None;
         for (ltx, h, trailer) in &todo {
@@ -109,7 +131,10 @@ impl Db {
                 break;
             }
             last = Some(*h);
+            done.files += 1;
+            done.newest_ms = Some(h.timestamp);
         }
+        drop(applying);
         std::fs::remove_file(&marker).ctx(&marker)?;
         let pos = st.pos;
         // No I/O through the mount (the WAL index, the kernel's cache, the
@@ -124,6 +149,7 @@ impl Db {
         }
         guard.invalidate_database();
         drop(guard);
+        drop(fenced);
         if last.is_some() {
             self.changes.notify(&self.name);
             tracing::debug!(db = %self.name, pos = %pos, files = todo.len(), "applied");
@@ -143,6 +169,7 @@ impl Db {
         self.check_continues(st, h)?;
         let name = format_file_name(h.min_txid, h.max_txid);
         write_durably(&self.paths.ltx, &name, ltx, local)?;
+        self.stats.ltx_added(ltx.len() as u64);
         if h.is_snapshot() {
             self.remove_ltx_except(&name)?;
         }
@@ -150,7 +177,9 @@ impl Db {
             Ok(()) if st.checksum == post => {}
             other => {
                 // Never stand on a database the file does not describe.
-                let _ = std::fs::remove_file(self.paths.ltx.join(&name));
+                if std::fs::remove_file(self.paths.ltx.join(&name)).is_ok() {
+                    self.stats.ltx_removed(ltx.len() as u64);
+                }
                 st.pos = Pos::ZERO;
                 other?;
                 return Err(StoreError::ChecksumMismatch {
@@ -187,7 +216,7 @@ impl Db {
     }
 
     /// Whether SQLite's clients use the WAL (database header bytes 18/19).
-    fn database_is_wal(&self) -> Result<bool, StoreError> {
+    pub(super) fn database_is_wal(&self) -> Result<bool, StoreError> {
         let Some(f) = open_read(&self.paths.database)? else {
             return Ok(false);
         };
@@ -263,8 +292,9 @@ impl Db {
                 .to_str()
                 .is_some_and(|n| n != keep && n.ends_with(".ltx"))
             {
+                let len = e.metadata().map_or(0, |m| m.len());
                 match std::fs::remove_file(e.path()) {
-                    Ok(()) => {}
+                    Ok(()) => self.stats.ltx_removed(len),
                     Err(err) if err.kind() == ErrorKind::NotFound => {}
                     Err(err) => return Err(err).ctx(&e.path()),
                 }
@@ -377,6 +407,7 @@ impl Db {
     ) -> Result<Committed, StoreError> {
         let wal = self.database_is_wal()?;
         let _guard = fence.hold_writers(self, wal)?;
+        let _fenced = self.stats.fenced();
         let (c, cursor) = {
             let mut st = self.lock()?;
             if st.wal_lazy {
@@ -600,6 +631,15 @@ impl Db {
         }
         Ok(ok)
     }
+}
+
+/// What an apply got done before it returned (for [`Db::stats`]).
+#[derive(Debug, Default)]
+struct Done {
+    /// LTX files applied.
+    files: u64,
+    /// The timestamp (ms) of the last one.
+    newest_ms: Option<i64>,
 }
 
 /// A file in the database's directory that exists while an apply writes
