@@ -4,6 +4,7 @@ mod config;
 mod logging;
 mod mount;
 mod node;
+mod run;
 mod transfer;
 
 use clap::{Parser, Subcommand};
@@ -25,6 +26,9 @@ enum Command {
     Export(transfer::ExportArgs),
     /// Replace a database with a SQLite database file (on the primary).
     Import(transfer::ImportArgs),
+    /// Run a command against a node: only on a candidate, or after
+    /// promoting the node to primary.
+    Run(run::RunArgs),
     /// Print the version.
     Version,
 }
@@ -44,6 +48,13 @@ fn main() -> ExitCode {
         },
         Command::Export(args) => report(transfer::export(args)),
         Command::Import(args) => report(transfer::import(args)),
+        Command::Run(args) => match run::run(args) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("litefs: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Version => {
             println!("litefs-rs {VERSION} (LiteFS v0.5.14 compatible)");
             ExitCode::SUCCESS

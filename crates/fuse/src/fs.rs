@@ -1047,7 +1047,7 @@ impl Filesystem for LiteFs {
         }
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         if ino.0 == LAG || (ino.0 == PRIMARY && self.primary_content().is_some()) {
             // Generated content: never from the page cache.
             return reply.opened(FileHandle(0), FopenFlags::FOPEN_DIRECT_IO);
@@ -1066,11 +1066,10 @@ impl Filesystem for LiteFs {
                 self.finish_open(ino.0, db, kind, file, io, |f| reply.open_backing(f));
             Ok((fh, cache, backing))
         });
+        let own = own_open(req);
         match r {
-            Ok((fh, _, Some(b))) => {
-                reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &b)
-            }
-            Ok((fh, cache, None)) => reply.opened(FileHandle(fh), cache),
+            Ok((fh, _, Some(b))) => reply.opened_passthrough(FileHandle(fh), own, &b),
+            Ok((fh, cache, None)) => reply.opened(FileHandle(fh), cache | own),
             Err(e) => reply.error(e),
         }
     }
@@ -1404,6 +1403,23 @@ enum Io {
     /// Every read and write reaches this process; `direct`: without the
     /// kernel's page cache.
     Classic { direct: bool },
+}
+
+/// `FOPEN_NOFLUSH` for a file this process opens through its own mount (a
+/// fence's lock file), else nothing. Closing a mount file sends a FLUSH
+/// and waits for the answer; a daemon killed with SIGKILL closes its files
+/// before its `/dev/fuse` descriptors are released, so it would wait for
+/// itself forever, holding the mount. Without FLUSH its close never waits.
+/// (Such files are never written, so a FLUSH has nothing to do.)
+fn own_open(req: &Request) -> FopenFlags {
+    // The request carries the opening thread's ID; a thread of this process
+    // is listed under /proc/self/task.
+    let tid = req.pid();
+    if tid != 0 && std::path::Path::new(&format!("/proc/self/task/{tid}")).exists() {
+        FopenFlags::FOPEN_NOFLUSH
+    } else {
+        FopenFlags::empty()
+    }
 }
 
 /// The open reply's flags when the open does not end up in passthrough
