@@ -905,7 +905,16 @@ fn diverged_old_primary_resnapshots() {
     );
     let third = *rest.iter().find(|&&i| i != iq).unwrap();
     for (db, old) in dbs.iter().zip(&old_pos) {
-        write_until_ok(&nodes[iq], db, &five("new"), Duration::from_secs(20));
+        // One statement (one transaction) at a time, so a retry never
+        // repeats a row.
+        for k in 1..=5 {
+            write_until_ok(
+                &nodes[iq],
+                db,
+                &format!("INSERT INTO t(v) VALUES ('new-{k}');"),
+                Duration::from_secs(20),
+            );
+        }
         let new = pos_of(&nodes[iq], db);
         eprintln!(
             "{db}: old primary at {}, new primary at {}",
