@@ -399,8 +399,12 @@ impl LiteFs {
     }
 
     /// Refuses a write on a replica: one warning naming the database, the
-    /// operation and the primary, and `EROFS`.
+    /// operation and the primary, and `EROFS`. Counted in the database's
+    /// stats when it exists.
     fn refuse(&self, db: &str, op: &str) -> Errno {
+        if let Some(d) = self.store.db(db) {
+            d.stats().count_refused_write();
+        }
         let primary = self
             .store
             .role()
@@ -705,6 +709,9 @@ impl LiteFs {
                 .map_err(|e| store_errno(h.db.name(), "database write", e))?;
         }
         file.write_all_at(data, offset).map_err(|e| errno(&e))?;
+        if let Some(k) = h.kind.file_kind() {
+            h.db.stats().count_write(k);
+        }
         if h.kind == Kind::Wal {
             h.db.wal_written(offset, data.len())
                 .map_err(|e| store_errno(h.db.name(), "WAL commit", e))?;

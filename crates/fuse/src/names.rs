@@ -23,6 +23,18 @@ pub(crate) const KINDS: [Kind; 6] = [
 ];
 
 impl Kind {
+    /// The store's name for a data file's kind (`None`: no data file).
+    pub(crate) fn file_kind(self) -> Option<litefs_store::FileKind> {
+        use litefs_store::FileKind;
+        match self {
+            Kind::Database => Some(FileKind::Database),
+            Kind::Journal => Some(FileKind::Journal),
+            Kind::Wal => Some(FileKind::Wal),
+            Kind::Shm => Some(FileKind::Shm),
+            Kind::Pos | Kind::Lock | Kind::Dir => None,
+        }
+    }
+
     pub(crate) fn suffix(self) -> &'static str {
         match self {
             Kind::Database => "",
