@@ -247,6 +247,9 @@ section! {
         /// `snapshot-timeout`: time limit for sending one snapshot to a
         /// replica; zero means `data.retention` (default 0).
         snapshot_timeout: Duration [GoDuration] = Duration::ZERO,
+        /// `debug` (litefs-rs only): serve `/debug/vars` (internal state as
+        /// JSON); off (the default), every `/debug/` path answers 404.
+        debug: bool = false,
     }
 }
 

@@ -128,6 +128,7 @@ impl Running {
         tracing::info!(addr = ?local, "API listening");
         let (hostname, url) = identity(config, local.map(|a| a.port()));
         let leaser = leaser(config, &hostname, &url)?;
+        litefs_http::set_debug_endpoints(config.http.debug);
         let node = Arc::new(
             Node::new(
                 store.clone(),

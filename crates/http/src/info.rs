@@ -1,12 +1,15 @@
-//! `/info`, `/metrics` and `/events`: what the node is and what it does.
+//! `/info` and `/events` (and, from [`crate::metrics`], `/metrics`): what
+//! the node is and what it does.
 
 use crate::node::Node;
 use crate::server::{json, Body};
 use bytes::Bytes;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::Response;
-use std::fmt::Write;
 use std::sync::{Arc, Mutex};
+
+/// `GET /metrics` lives in its own module.
+pub(crate) use crate::metrics::metrics;
 
 /// `GET /info`: LiteFS's JSON (`clusterID`, `isPrimary`, `candidate`,
 /// `primary.hostname`), plus our node ID.
@@ -31,64 +34,6 @@ fn primary_hostname(node: &Node) -> Option<String> {
     } else {
         role.primary().map(|p| p.hostname)
     }
-}
-
-/// `GET /metrics`: Prometheus text format with LiteFS's metric names for
-/// what this node tracks.
-pub(crate) fn metrics(node: &Node) -> Response<Body> {
-    let role = node.store.role();
-    let dbs = node.store.dbs();
-    let mut s = String::new();
-    let gauge = |s: &mut String, name: &str, help: &str| {
-        let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} gauge");
-    };
-    gauge(&mut s, "litefs_db_count", "Number of databases.");
-    let _ = writeln!(s, "litefs_db_count {}", dbs.len());
-    gauge(
-        &mut s,
-        "litefs_is_primary",
-        "1 if this node is the primary.",
-    );
-    let _ = writeln!(s, "litefs_is_primary {}", u8::from(role.is_primary()));
-    gauge(
-        &mut s,
-        "litefs_lag_seconds",
-        "Replication lag behind the primary.",
-    );
-    let lag = role.lag_ms();
-    let lag = if lag == litefs_store::LAG_UNKNOWN_MS {
-        f64::NAN
-    } else {
-        lag as f64 / 1000.0
-    };
-    let _ = writeln!(s, "litefs_lag_seconds {lag}");
-    gauge(
-        &mut s,
-        "litefs_http_stream_count",
-        "Replica streams being served.",
-    );
-    let _ = writeln!(s, "litefs_http_stream_count {}", node.stream_count());
-    gauge(&mut s, "litefs_db_txid", "Current TXID of each database.");
-    for db in &dbs {
-        let _ = writeln!(
-            s,
-            "litefs_db_txid{{db=\"{}\"}} {}",
-            escape_label(db.name()),
-            db.pos().txid.0
-        );
-    }
-    let mut r = Response::new(crate::server::full(s));
-    r.headers_mut().insert(
-        hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"),
-    );
-    r
-}
-
-fn escape_label(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 /// Events a subscriber has not read yet before it is cut off (LiteFS's

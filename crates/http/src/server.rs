@@ -185,6 +185,7 @@ async fn route(node: &Arc<Node>, req: Request<Incoming>) -> Response<Body> {
             StatusCode::METHOD_NOT_ALLOWED,
             format!("method {} not allowed on {path}", req.method()),
         ),
+        (_, p) if p.starts_with("/debug/") => crate::debug::route(node, &req).await,
         _ => text(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
     }
 }

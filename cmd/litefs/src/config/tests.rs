@@ -46,6 +46,7 @@ fn defaults_are_litefs_new_config() {
     assert!(!c.fuse.allow_other && !c.fuse.debug);
     assert_eq!(c.http.addr, ":20202");
     assert_eq!(c.http.snapshot_timeout, Duration::ZERO);
+    assert!(!c.http.debug);
     let p = &c.proxy;
     assert!(p.addr.is_empty() && p.target.is_empty() && p.db.is_empty() && !p.debug);
     assert_eq!(p.max_lag, Duration::from_secs(10));
@@ -479,8 +480,9 @@ fn lease_rules() {
         e.starts_with("config: lease.advertise-url: required on a static replica"),
         "{e}"
     );
-    let c = valid("http:\n  auth-token: s3cret\nlease:\n  type: static\n");
+    let c = valid("http:\n  auth-token: s3cret\n  debug: true\nlease:\n  type: static\n");
     assert_eq!(c.http.auth_token, "s3cret");
+    assert!(c.http.debug);
     let e = invalid_err("lease:\n  type: consul\n");
     assert_eq!(
         e,
