@@ -118,7 +118,9 @@ pub(crate) fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
 
     let why = wait_for_signal_or_unmount(&mounted, &running, signals);
     stop.store(true, Ordering::Relaxed);
-    running.stop();
+    // Held until the mount is gone: a node that stepped down keeps its WAL
+    // writers out to the end.
+    let parked = running.stop();
     if why == Stop::Failed {
         mounted.unmount().context("unmount")?;
         let _ = retention.join();
@@ -144,6 +146,7 @@ pub(crate) fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
         store.save_checksums();
     }
     let _ = retention.join();
+    drop(parked);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -4,7 +4,7 @@
 
 use crate::config::{Config, LeaseType};
 use anyhow::{bail, Context};
-use litefs_http::{Election, ElectionOptions, Node, NodeOptions};
+use litefs_http::{Election, ElectionOptions, Node, NodeOptions, ParkedWriters};
 use litefs_lease::{ConsulLeaser, ConsulOptions, Leaser, StaticLeaser};
 use litefs_store::{Fence, Store};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,6 +19,7 @@ pub(crate) struct Running {
     election: Vec<tokio::task::JoinHandle<()>>,
     server: tokio::task::JoinHandle<()>,
     failed: Arc<AtomicBool>,
+    parked: ParkedWriters,
 }
 
 /// The bearer token: `http.auth-token`, else `LITEFS_AUTH_TOKEN`.
@@ -170,6 +171,7 @@ impl Running {
             },
             rx,
         );
+        let parked = election.parked_writers();
         let f2 = failed.clone();
         let mut tasks = Vec::new();
         tasks.push(runtime.spawn(async move {
@@ -185,6 +187,7 @@ impl Running {
             election: tasks,
             server,
             failed,
+            parked,
         })
     }
 
@@ -195,14 +198,16 @@ impl Running {
     }
 
     /// Stops the election (a primary hands off or releases its lease) and
-    /// the API.
-    pub(crate) fn stop(self) {
+    /// the API. Returns the WAL write locks a node that stepped down holds:
+    /// drop them only once the mount is gone.
+    pub(crate) fn stop(self) -> ParkedWriters {
         let _ = self.stop.send(true);
         let Running {
             runtime,
             election,
             server,
             stop_server,
+            parked,
             ..
         } = self;
         runtime.block_on(async {
@@ -213,5 +218,6 @@ impl Running {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(5), server).await;
         });
         runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+        parked
     }
 }

@@ -18,6 +18,7 @@ use crate::follow::{FollowEnd, Follower};
 use crate::node::{ClusterIdError, Control, Node};
 use litefs_lease::{Lease, LeaseError, Leaser};
 use litefs_store::{FenceGuard, PrimaryInfo, StoreError};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -52,6 +53,17 @@ pub enum ElectionError {
     Cluster(#[from] ClusterIdError),
 }
 
+/// The WAL write locks a node that stepped down holds (see
+/// [`Election::parked_writers`]).
+pub struct ParkedWriters(Arc<Mutex<Vec<Box<dyn FenceGuard>>>>);
+
+impl std::fmt::Debug for ParkedWriters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.0.lock().map(|p| p.len()).unwrap_or(0);
+        f.debug_struct("ParkedWriters").field("held", &n).finish()
+    }
+}
+
 /// How a term as primary ended.
 enum LeadEnd {
     Shutdown,
@@ -73,6 +85,9 @@ pub struct Election {
     /// WAL write locks held since this node stepped down (see
     /// [`litefs_store::Fence::park_writers`]); released at promotion.
     parked: Arc<Mutex<Vec<Box<dyn FenceGuard>>>>,
+    /// Counts terms as primary: a step-down that finishes late (writers
+    /// kept it waiting past its time limit) must not touch a later term.
+    term: Arc<AtomicU64>,
 }
 
 impl Election {
@@ -95,6 +110,7 @@ impl Election {
             shutdown,
             hold_off_until: None,
             parked: Arc::default(),
+            term: Arc::default(),
         }
     }
 
@@ -227,10 +243,17 @@ impl Election {
                 }
             }
         }
-        if let Ok(mut p) = self.parked.lock() {
-            p.clear();
-        }
+        // Parked writers stay parked: the holder of `parked_writers` drops
+        // them once the mount is gone, so no connection can write on a
+        // node that stepped down and is shutting down.
         Ok(())
+    }
+
+    /// The WAL write locks held while this node is a replica; dropping the
+    /// last handle releases them. The caller keeps one until the mount is
+    /// gone.
+    pub fn parked_writers(&self) -> ParkedWriters {
+        ParkedWriters(self.parked.clone())
     }
 
     /// Streams from `primary` once; `None` on shutdown.
@@ -295,10 +318,14 @@ impl Election {
         let node = self.node.clone();
         let role = node.store.role();
         self.refuse_pending("this node only just became the primary");
-        self.node.streams_promoted();
-        role.become_primary();
-        // Connections kept out since the last step-down may write again.
-        if let Ok(mut p) = self.parked.lock() {
+        {
+            // Under the lock a late step-down checks the term under, so it
+            // either finished before or leaves this term alone.
+            let mut p = self.parked.lock().unwrap_or_else(|e| e.into_inner());
+            self.term.fetch_add(1, Ordering::AcqRel);
+            self.node.streams_promoted();
+            role.become_primary();
+            // Connections kept out since the last step-down may write again.
             p.clear();
         }
         let ttl = lease.ttl();
@@ -435,8 +462,9 @@ impl Election {
             );
         }
         let limit = urgent.unwrap_or(SETTLE_LIMIT);
-        let (node, parked) = (self.node.clone(), self.parked.clone());
-        let task = tokio::task::spawn_blocking(move || settle(&node, &parked));
+        let (node, parked, term) = (self.node.clone(), self.parked.clone(), self.term.clone());
+        let ours = term.load(Ordering::Acquire);
+        let task = tokio::task::spawn_blocking(move || settle(&node, &parked, &term, ours));
         match tokio::time::timeout(limit, task).await {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(e))) => {
@@ -463,7 +491,12 @@ impl Election {
 /// Holds writers off every database, flips the node to replica while they
 /// are held, and captures every commit. WAL writers stay parked (in
 /// `parked`) until the next promotion.
-fn settle(node: &Node, parked: &Mutex<Vec<Box<dyn FenceGuard>>>) -> Result<(), StoreError> {
+fn settle(
+    node: &Node,
+    parked: &Mutex<Vec<Box<dyn FenceGuard>>>,
+    term: &AtomicU64,
+    ours: u64,
+) -> Result<(), StoreError> {
     let dbs = node.store.dbs();
     let mut guards = Vec::with_capacity(dbs.len());
     let mut parks = Vec::new();
@@ -482,8 +515,14 @@ fn settle(node: &Node, parked: &Mutex<Vec<Box<dyn FenceGuard>>>) -> Result<(), S
             }
         }
     }
-    node.store.role().become_replica(None);
-    if let Ok(mut p) = parked.lock() {
+    {
+        // Promotion moves the term on under this lock: a later term keeps
+        // its role and its writers.
+        let mut p = parked.lock().unwrap_or_else(|e| e.into_inner());
+        if term.load(Ordering::Acquire) != ours {
+            return Ok(());
+        }
+        node.store.role().become_replica(None);
         p.extend(parks);
     }
     for db in &dbs {

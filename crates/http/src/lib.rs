@@ -22,7 +22,7 @@ mod transfer;
 pub mod wire;
 
 pub use debug::set_debug_endpoints;
-pub use election::{Election, ElectionError, ElectionOptions};
+pub use election::{Election, ElectionError, ElectionOptions, ParkedWriters};
 pub use follow::{request_handoff, FollowEnd, FollowError, Follower};
 pub use node::{
     valid_cluster_id, ClusterId, ClusterIdError, Control, Node, NodeOptions, HEADER_CANDIDATE,
