@@ -1083,3 +1083,157 @@ fn two_clusters_separate_keys() {
     );
     drop(x);
 }
+
+/// `litefs run`: `-promote` on a candidate replica moves the primary there
+/// and then runs the command (its exit code is ours); on a non-candidate
+/// it fails with the node's message and runs nothing; `-if-candidate`
+/// runs nothing (exit 0) on a non-candidate and the command on a
+/// candidate.
+#[test]
+fn litefs_run_promote_and_if_candidate() {
+    let Some(agent) = setup() else { return };
+    let key = "litefs/run-cli";
+    let first = start_consul_node(&agent, key, "node-1", true, "");
+    wait_one_primary(&[&first], ELECTION);
+    let second = start_consul_node(&agent, key, "node-2", true, "");
+    let watcher = start_consul_node(&agent, key, "node-3", false, "");
+    let all = [&first, &second, &watcher];
+    sql(
+        &first.path("db"),
+        "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t VALUES (1, 'a');",
+    );
+    wait_primary_file(&second, "node-1", Duration::from_secs(20));
+    wait_same_pos(&first, &second, "db");
+    let marker = second.dir.path().join("ran");
+    let run = |url: &str, args: &[&str], cmd: &str| {
+        litefs_fuse_tests::cluster::run_bounded(
+            std::process::Command::new(litefs_fuse_tests::litefs_bin())
+                .arg("run")
+                .args(["-url", url])
+                .args(args)
+                .args(["--", "sh", "-c", cmd]),
+            Duration::from_secs(30),
+        )
+    };
+
+    // A non-candidate refuses to promote and runs nothing.
+    let out = run(
+        &watcher.url,
+        &["-promote"],
+        &format!("touch {}", marker.display()),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "promotion of a non-candidate succeeded: {err}"
+    );
+    assert!(err.contains("not a candidate"), "unclear refusal: {err}");
+    assert!(
+        !marker.exists(),
+        "the command ran although the promotion failed"
+    );
+    // -if-candidate on a non-candidate: nothing runs, exit 0.
+    let out = run(
+        &watcher.url,
+        &["-if-candidate"],
+        &format!("touch {}; exit 5", marker.display()),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !marker.exists(),
+        "-if-candidate ran the command on a non-candidate"
+    );
+
+    // -promote on a candidate replica: it becomes primary, then the command
+    // runs and its exit code comes back.
+    let t = Instant::now();
+    let out = run(
+        &second.url,
+        &["-promote"],
+        &format!("touch {}; exit 7", marker.display()),
+    );
+    eprintln!("litefs run -promote took {:?}", t.elapsed());
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(marker.exists(), "the command did not run");
+    assert!(
+        info(&second.url).is_some_and(|i| i.is_primary),
+        "node-2 is not primary\n{}",
+        logs(&all)
+    );
+    assert_eq!(wait_one_primary(&all, Duration::from_secs(10)), 1);
+    write_until_ok(
+        &second,
+        "db",
+        "INSERT INTO t VALUES (2, 'b');",
+        Duration::from_secs(10),
+    );
+    wait_primary_file(&first, "node-2", Duration::from_secs(20));
+    wait_same_pos(&second, &first, "db");
+    wait_same_pos(&second, &watcher, "db");
+    // -if-candidate on a candidate runs the command.
+    let out = run(&first.url, &["-if-candidate"], "exit 4");
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `lease.promote: true`: a candidate that joins a running cluster takes
+/// the lease once it has caught up (no write lost, the old primary follows
+/// it).
+#[test]
+fn lease_promote_takes_over_once_caught_up() {
+    let Some(agent) = setup() else { return };
+    let key = "litefs/auto-promote";
+    let first = start_consul_node(&agent, key, "node-1", true, "");
+    wait_one_primary(&[&first], ELECTION);
+    sql(
+        &first.path("db"),
+        "PRAGMA journal_mode=WAL; CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);",
+    );
+    for i in 0..200 {
+        sql(
+            &first.path("db"),
+            &format!("INSERT INTO t VALUES ({i}, 'x');"),
+        );
+    }
+    let t = Instant::now();
+    let second = start_consul_node(&agent, key, "node-2", true, "promote: true");
+    let all = [&first, &second];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !info(&second.url).is_some_and(|i| i.is_primary) {
+        assert!(
+            Instant::now() < deadline,
+            "node-2 (promote: true) never became primary\n{}",
+            logs(&all)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!(
+        "lease.promote: node-2 primary {:?} after it started",
+        t.elapsed()
+    );
+    assert_eq!(wait_one_primary(&all, Duration::from_secs(10)), 1);
+    assert_eq!(ids(&second, "db").len(), 200, "rows lost in the take-over");
+    write_until_ok(
+        &second,
+        "db",
+        "INSERT INTO t VALUES (1000, 'y');",
+        Duration::from_secs(10),
+    );
+    wait_primary_file(&first, "node-2", Duration::from_secs(20));
+    wait_same_pos(&second, &first, "db");
+    same_bytes(&second, &first, "db");
+}
