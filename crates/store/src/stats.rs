@@ -83,7 +83,8 @@ pub struct DbCounters {
     /// Writes to the WAL index that reached the daemon (none under
     /// passthrough; SQLite mostly changes it through `mmap` anyway).
     pub shm_writes: u64,
-    /// SQLite transactions captured into LTX files by this node.
+    /// Transactions made on this node: SQLite commits captured into LTX
+    /// files, and imports.
     pub commits: u64,
     /// LTX files on disk.
     pub ltx_files: u64,
@@ -150,7 +151,8 @@ impl DbStats {
         }
     }
 
-    /// `txns` transactions were captured into an LTX file.
+    /// `txns` transactions were made on this node (captured into an LTX
+    /// file, or imported).
     pub(crate) fn committed(&self, txns: u64) {
         self.commits.fetch_add(txns, Relaxed);
         self.lag_ms.store(0, Relaxed);

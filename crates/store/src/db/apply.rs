@@ -77,8 +77,12 @@ impl Db {
         let r = self.apply_counted(files, fence, local, &mut done);
         if done.files > 0 || r.is_err() {
             let ok = r.is_ok();
-            self.stats
-                .applied(done.files, started.elapsed(), done.newest_ms, ok);
+            // An import is this node's own transaction: a commit, no lag.
+            let from = if local { None } else { done.newest_ms };
+            self.stats.applied(done.files, started.elapsed(), from, ok);
+            if local {
+                self.stats.committed(done.files);
+            }
         }
         r
     }
