@@ -4,8 +4,11 @@
 use anyhow::{bail, Context};
 use bytes::Bytes;
 use hyper::{Method, StatusCode};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use litefs_http::client::Progress;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The local node's API, as LiteFS defaults it.
@@ -63,18 +66,119 @@ fn query_name(name: &str) -> String {
         .collect()
 }
 
+/// A progress bar (bytes) on stderr for one transfer, drawn only when
+/// stdout and stderr are both terminals: scripts and tests see nothing but
+/// the summary line.
+struct Bar(ProgressBar);
+
+/// While bytes move: how many of how many, speed, time left.
+const BAR: &str = "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}";
+/// While waiting for the node.
+const WAITING: &str = "{spinner} {msg} {elapsed}";
+
+impl Bar {
+    /// A bar saying `msg`, waiting for the node until bytes move; `None`
+    /// when not on a terminal.
+    fn new(msg: String) -> Option<Arc<Bar>> {
+        use std::io::IsTerminal;
+        if !(std::io::stdout().is_terminal() && std::io::stderr().is_terminal()) {
+            return None;
+        }
+        let bar = Bar(ProgressBar::with_draw_target(
+            None,
+            ProgressDrawTarget::stderr(),
+        ));
+        bar.0.set_message(msg);
+        bar.wait("");
+        Some(Arc::new(bar))
+    }
+
+    /// Shows a spinner with `what` after the message.
+    fn wait(&self, what: &str) {
+        self.0.set_style(style(WAITING));
+        if !what.is_empty() {
+            self.0.set_message(format!("{} {what}", self.0.message()));
+        }
+        self.0.enable_steady_tick(Duration::from_millis(100));
+    }
+
+    /// Shows the byte bar, `total` bytes long.
+    fn bytes(&self, total: u64) {
+        self.0.disable_steady_tick();
+        self.0.set_style(style(BAR));
+        self.0.set_length(total);
+    }
+}
+
+fn style(template: &str) -> ProgressStyle {
+    ProgressStyle::with_template(template)
+        .map(|s| s.progress_chars("=> "))
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+}
+
+impl Progress for Bar {
+    fn sent(&self, done: u64, total: u64) {
+        if self.0.length() != Some(total) {
+            self.bytes(total);
+        }
+        self.0.set_position(done);
+        if done == total {
+            self.wait("(sent; the node applies it)");
+        }
+    }
+
+    fn receiving(&self, total: Option<u64>) {
+        match total {
+            Some(t) => self.bytes(t),
+            None => self.wait("(receiving)"),
+        }
+    }
+
+    fn received(&self, done: u64) {
+        self.0.set_position(done);
+    }
+}
+
+impl Drop for Bar {
+    fn drop(&mut self) {
+        self.0.finish_and_clear();
+    }
+}
+
+/// Runs one request for `export` or `import`, with a progress bar on a
+/// terminal.
+fn transfer(
+    a: &Target,
+    method: Method,
+    path_and_query: String,
+    body: Bytes,
+    msg: String,
+) -> anyhow::Result<litefs_http::client::Reply> {
+    let bar = Bar::new(msg);
+    let reply = runtime()?.block_on(litefs_http::client::request_with_progress(
+        &a.url,
+        method,
+        &path_and_query,
+        body,
+        crate::node::token_or_env(a.auth_token.clone()).as_deref(),
+        TIMEOUT,
+        bar.clone().map(|b| b as Arc<dyn Progress>),
+    ));
+    drop(bar);
+    Ok(reply?)
+}
+
 /// Downloads the database to a temporary file beside `path`, fsyncs it and
 /// renames it into place: `path` is never a partial database.
 pub(crate) fn export(args: ExportArgs) -> anyhow::Result<()> {
     let (a, path) = (args.target, args.path);
-    let reply = runtime()?.block_on(litefs_http::client::request(
-        &a.url,
+    let reply = transfer(
+        &a,
         Method::GET,
-        &format!("/export?name={}", query_name(&a.name)),
+        format!("/export?name={}", query_name(&a.name)),
         Bytes::new(),
-        crate::node::token_or_env(a.auth_token).as_deref(),
-        TIMEOUT,
-    ))?;
+        format!("export {}", a.name),
+    )?;
     if reply.status != StatusCode::OK {
         bail!("export {}: {} {}", a.name, reply.status, reply.text());
     }
@@ -112,14 +216,13 @@ pub(crate) fn import(args: ImportArgs) -> anyhow::Result<()> {
     check_database(&path)?;
     let image = std::fs::read(&path).with_context(|| format!("read {}", path.display()))?;
     let len = image.len();
-    let reply = runtime()?.block_on(litefs_http::client::request(
-        &a.url,
+    let reply = transfer(
+        &a,
         Method::POST,
-        &format!("/import?name={}", query_name(&a.name)),
+        format!("/import?name={}", query_name(&a.name)),
         Bytes::from(image),
-        crate::node::token_or_env(a.auth_token).as_deref(),
-        TIMEOUT,
-    ))?;
+        format!("import {}", a.name),
+    )?;
     if reply.status != StatusCode::OK {
         bail!("import {}: {} {}", a.name, reply.status, reply.text());
     }
