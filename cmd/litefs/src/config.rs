@@ -278,6 +278,9 @@ section! {
         /// `always-forward`: path globs always sent to the primary (default
         /// none).
         always_forward: Vec<String> = Vec::new(),
+        /// `forward` (ours): on a replica, stream writes to the primary's
+        /// proxy instead of answering `fly-replay` (default false).
+        forward: bool = false,
         /// `read-timeout` (default 0: none).
         read_timeout: Duration [GoDuration] = Duration::ZERO,
         /// `read-header-timeout` (default 10s).

@@ -1,6 +1,7 @@
 //! The `litefs` binary: parses the command line and wires the libraries.
 
 mod config;
+mod exec;
 mod logging;
 mod mount;
 mod node;

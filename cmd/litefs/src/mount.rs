@@ -54,11 +54,7 @@ pub(crate) fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
     config.validate()?;
     config.check_dirs()?;
     crate::logging::init(&config, args.debug || args.fuse_debug);
-    if !args.cmd.is_empty() {
-        tracing::warn!(cmd = ?args.cmd, "exec is not implemented yet; the command will not be run");
-    } else if let Some(first) = config.exec.0.first() {
-        tracing::warn!(cmd = %first.cmd, if_candidate = first.if_candidate, "exec is not implemented yet; the command will not be run");
-    }
+    let cmds = crate::exec::plan(&config, &args.cmd)?;
 
     let data = &config.data.dir;
     std::fs::create_dir_all(data).with_context(|| format!("create data.dir {}", data.display()))?;
@@ -116,7 +112,13 @@ pub(crate) fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
         stop.clone(),
     );
 
-    let why = wait_for_signal_or_unmount(&mounted, &running, signals);
+    let cancel_exec = Arc::new(AtomicBool::new(false));
+    let mut app =
+        crate::exec::App::new((!cmds.is_empty()).then(|| {
+            crate::exec::start(store.clone(), cmds, config.skip_sync, cancel_exec.clone())
+        }));
+    let why = wait_for_signal_or_unmount(&mounted, &running, signals, &mut app);
+    cancel_exec.store(true, Ordering::Release);
     stop.store(true, Ordering::Relaxed);
     // Held until the mount is gone: a node that stepped down keeps its WAL
     // writers out to the end.
@@ -127,8 +129,11 @@ pub(crate) fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
         store.save_checksums();
         return Ok(ExitCode::FAILURE);
     }
-    let signalled = why == Stop::Signal;
-    if !signalled {
+    let code = match why {
+        Stop::App(code) => ExitCode::from(code),
+        _ => ExitCode::SUCCESS,
+    };
+    if why == Stop::Unmounted {
         // Nothing can reach the databases any more; finish what capture
         // has queued and say why we stop.
         tracing::error!(dir = %config.fuse.dir.display(), "the mount was removed from outside (fusermount3 -u or umount); exiting");
@@ -137,7 +142,7 @@ pub(crate) fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
         store.save_checksums();
         return Ok(ExitCode::FAILURE);
     }
-    tracing::info!("signal received, unmounting");
+    tracing::info!("unmounting");
     if args.skip_unmount {
         std::mem::forget(mounted);
     } else {
@@ -147,7 +152,7 @@ pub(crate) fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
     }
     let _ = retention.join();
     drop(parked);
-    Ok(ExitCode::SUCCESS)
+    Ok(code)
 }
 
 /// A random node ID per start, as LiteFS does.
@@ -184,24 +189,35 @@ fn clear_stale_mount(dir: &Path) -> anyhow::Result<()> {
 /// Why `litefs mount` stops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stop {
-    /// SIGINT or SIGTERM.
+    /// SIGINT or SIGTERM (with no application running).
     Signal,
+    /// The application exited with this code.
+    App(u8),
     /// The mount was removed from outside.
     Unmounted,
     /// The node cannot run (logged where it happened).
     Failed,
 }
 
-/// Waits for SIGINT/SIGTERM, for the mount to disappear, or for the node
-/// to fail.
+/// Waits for SIGINT/SIGTERM (passed on to the application while one runs,
+/// and then for it to exit), for the application to exit, for the mount
+/// to disappear, or for the node to fail.
 fn wait_for_signal_or_unmount(
     mounted: &litefs_fuse::Mounted,
     running: &crate::node::Running,
     mut signals: signal_hook::iterator::Signals,
+    app: &mut crate::exec::App,
 ) -> Stop {
     loop {
-        if signals.pending().next().is_some() {
-            return Stop::Signal;
+        for sig in signals.pending() {
+            if !app.running() {
+                tracing::info!(signal = sig, "signal received");
+                return Stop::Signal;
+            }
+            app.signal(sig);
+        }
+        if let crate::exec::AppEvent::Ended(code) = app.poll() {
+            return Stop::App(code);
         }
         if !mounted.is_serving() {
             return Stop::Unmounted;
@@ -209,7 +225,7 @@ fn wait_for_signal_or_unmount(
         if running.failed() {
             return Stop::Failed;
         }
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

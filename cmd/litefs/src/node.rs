@@ -6,7 +6,7 @@ use crate::config::{Config, LeaseType};
 use anyhow::{bail, Context};
 use litefs_http::{Election, ElectionOptions, Node, NodeOptions, ParkedWriters};
 use litefs_lease::{ConsulLeaser, ConsulOptions, Leaser, StaticLeaser};
-use litefs_store::{Fence, Store};
+use litefs_store::{Fence, PrimaryInfo, Store};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -18,6 +18,7 @@ pub(crate) struct Running {
     stop_server: watch::Sender<bool>,
     election: Vec<tokio::task::JoinHandle<()>>,
     server: tokio::task::JoinHandle<()>,
+    proxy: Option<tokio::task::JoinHandle<()>>,
     failed: Arc<AtomicBool>,
     parked: ParkedWriters,
 }
@@ -85,6 +86,78 @@ fn identity(config: &Config, port: Option<u16>) -> (String, String) {
     (hostname, url)
 }
 
+/// The URL other nodes reach this node's proxy at: `proxy.addr`, with
+/// the host of `advertise_url` when the address names no host (`:8080`,
+/// `0.0.0.0:8080`).
+fn proxy_url(config: &Config, advertise_url: &str) -> Option<String> {
+    let addr = &config.proxy.addr;
+    if config.proxy.target.is_empty() || addr.is_empty() {
+        return None;
+    }
+    let (host, port) = addr.rsplit_once(':')?;
+    let host = if host.is_empty() || host == "0.0.0.0" || host == "[::]" {
+        let uri: hyper::Uri = advertise_url.parse().ok()?;
+        uri.host()?.to_owned()
+    } else {
+        host.to_owned()
+    };
+    Some(format!("http://{host}:{port}"))
+}
+
+/// Binds `proxy.addr` and serves the proxy until `stop`.
+fn start_proxy(
+    runtime: &tokio::runtime::Runtime,
+    config: &Config,
+    store: Arc<Store>,
+    token: Option<String>,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let p = &config.proxy;
+    let addr = listen_addr(&p.addr);
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind(&addr))
+        .with_context(|| format!("proxy.addr {addr}: cannot listen"))?;
+    tracing::info!(addr = ?listener.local_addr().ok(), target = %p.target, db = %p.db, forward = p.forward, "proxy listening");
+    let opts = litefs_proxy::ProxyOptions {
+        target: p.target.clone(),
+        db: p.db.clone(),
+        max_lag: p.max_lag,
+        debug: p.debug,
+        primary_redirect_timeout: p.primary_redirect_timeout,
+        passthrough: p.passthrough.clone(),
+        always_forward: p.always_forward.clone(),
+        forward: p.forward,
+        read_header_timeout: p.read_header_timeout,
+    };
+    let find: litefs_proxy::FindPrimaryProxy = Arc::new(move |primary: PrimaryInfo| {
+        let token = token.clone();
+        Box::pin(async move { primary_proxy_url(&primary.advertise_url, token.as_deref()).await })
+    });
+    let proxy = Arc::new(litefs_proxy::Proxy::new(store, opts, Some(find)));
+    Ok(runtime.spawn(async move {
+        if let Err(e) = litefs_proxy::serve(listener, proxy, stop).await {
+            tracing::error!(error = %e, "proxy failed");
+        }
+    }))
+}
+
+/// The primary's proxy URL, from its `/info`.
+async fn primary_proxy_url(api: &str, token: Option<&str>) -> Option<String> {
+    let r = litefs_http::client::request(
+        api,
+        hyper::Method::GET,
+        "/info",
+        bytes::Bytes::new(),
+        token,
+        std::time::Duration::from_secs(5),
+    )
+    .await
+    .map_err(|e| tracing::warn!(primary = api, error = %e, "cannot ask the primary for its proxy"))
+    .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&r.body).ok()?;
+    v.get("proxyURL")?.as_str().map(str::to_owned)
+}
+
 /// The leaser of `lease.type`.
 fn leaser(config: &Config, hostname: &str, url: &str) -> anyhow::Result<Arc<dyn Leaser>> {
     let lease = &config.lease;
@@ -142,6 +215,7 @@ impl Running {
                     databases: config.lease.databases.clone(),
                     max_body: 0,
                     promote: config.lease.promote,
+                    proxy_url: proxy_url(config, &url),
                 },
             )
             .context("cluster ID")?,
@@ -155,12 +229,24 @@ impl Running {
             let _ = rx.wait_for(|s| *s).await;
         };
         let n2 = node.clone();
-        let s1 = stopped(server_rx);
+        let s1 = stopped(server_rx.clone());
         let server = runtime.spawn(async move {
             if let Err(e) = litefs_http::serve(listener, n2, s1).await {
                 tracing::error!(error = %e, "API server failed");
             }
         });
+        let proxy = if config.proxy.target.is_empty() {
+            None
+        } else {
+            let token = auth_token(config);
+            Some(start_proxy(
+                &runtime,
+                config,
+                store.clone(),
+                token,
+                stopped(server_rx),
+            )?)
+        };
         tracing::info!(lease = leaser.kind(), hostname = %hostname, advertise_url = %url, candidate = leaser.is_candidate(), "starting the election");
         let election = Election::new(
             node.clone(),
@@ -185,6 +271,7 @@ impl Running {
             stop,
             stop_server,
             election: tasks,
+            proxy,
             server,
             failed,
             parked,
@@ -206,6 +293,7 @@ impl Running {
             runtime,
             election,
             server,
+            proxy,
             stop_server,
             parked,
             ..
@@ -216,6 +304,9 @@ impl Running {
             }
             let _ = stop_server.send(true);
             let _ = tokio::time::timeout(std::time::Duration::from_secs(5), server).await;
+            if let Some(p) = proxy {
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(5), p).await;
+            }
         });
         runtime.shutdown_timeout(std::time::Duration::from_secs(2));
         parked

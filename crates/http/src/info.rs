@@ -22,6 +22,7 @@ pub(crate) fn info(node: &Node) -> Response<Body> {
         "candidate": role.is_candidate(),
         "nodeID": format!("{:016x}", node.node_id),
         "primary": primary.map(|h| serde_json::json!({ "hostname": h })),
+        "proxyURL": node.proxy_url,
     }))
 }
 

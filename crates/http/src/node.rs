@@ -36,6 +36,9 @@ pub struct Node {
     pub max_body: u64,
     /// `lease.promote`: ask the primary for its lease once caught up.
     pub promote: bool,
+    /// Where this node's HTTP proxy is reached (`/info` says it, so a
+    /// replica's proxy can forward writes to the primary's).
+    pub proxy_url: Option<String>,
     cluster: ClusterId,
     streams: AtomicUsize,
     /// Replicas streaming from this node now.
@@ -218,6 +221,8 @@ pub struct NodeOptions {
     pub max_body: u64,
     /// `lease.promote`.
     pub promote: bool,
+    /// This node's proxy URL, if it runs one.
+    pub proxy_url: Option<String>,
 }
 
 impl Node {
@@ -241,6 +246,7 @@ impl Node {
                 opts.max_body
             },
             promote: opts.promote,
+            proxy_url: opts.proxy_url,
             cluster: ClusterId::load(data_dir)?,
             streams: AtomicUsize::new(0),
             peers: Mutex::new(Vec::new()),
