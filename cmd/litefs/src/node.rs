@@ -222,6 +222,13 @@ impl Running {
         );
         // Two stop signals: the election stops first (a primary hands off
         // over its streams), then the server.
+        // A replica's SQLite clients take the primary's halt lock through it.
+        store
+            .role()
+            .set_halt_remote(Arc::new(litefs_http::HaltClient::new(
+                node.clone(),
+                runtime.handle().clone(),
+            )));
         let (stop, rx) = watch::channel(false);
         let (stop_server, server_rx) = watch::channel(false);
         let failed = Arc::new(AtomicBool::new(false));

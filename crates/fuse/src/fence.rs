@@ -16,7 +16,7 @@ use crate::fs::Ids;
 use crate::names::Kind;
 use fuser::{INodeNo, Notifier};
 use litefs_store::{Db, Fence, FenceGuard, StoreError};
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::ErrorKind;
 use std::os::fd::AsRawFd;
@@ -65,8 +65,9 @@ pub(crate) struct MountLink {
     notifier: Mutex<Option<Notifier>>,
     /// To the releaser thread, which finishes dropped guards.
     releaser: Option<Sender<Release>>,
-    /// Databases whose WAL write lock a parked guard holds.
-    parked: Mutex<HashSet<String>>,
+    /// Databases whose write lock a parked guard holds: `true` the WAL
+    /// index's WRITE byte, `false` the database file's RESERVED byte.
+    parked: Mutex<HashMap<String, bool>>,
 }
 
 impl MountLink {
@@ -87,7 +88,7 @@ impl MountLink {
             ids,
             notifier: Mutex::new(Some(notifier)),
             releaser: spawn_releaser(),
-            parked: Mutex::new(HashSet::new()),
+            parked: Mutex::new(HashMap::new()),
         }
     }
 
@@ -139,8 +140,11 @@ impl MountLink {
         self.notifier.lock().ok().and_then(|n| n.clone())
     }
 
-    fn is_parked(&self, db: &str) -> bool {
-        self.parked.lock().is_ok_and(|p| p.contains(db))
+    /// Whether a parked guard holds `db`'s write lock of that mode.
+    fn is_parked(&self, db: &str, wal: bool) -> bool {
+        self.parked
+            .lock()
+            .is_ok_and(|p| p.get(db).is_some_and(|&w| w == wal))
     }
 
     fn attached(&self) -> bool {
@@ -148,13 +152,13 @@ impl MountLink {
     }
 
     /// The path of `db`'s `kind` file in the mount.
-    fn path(&self, db: &str, kind: Kind) -> PathBuf {
+    pub(crate) fn path(&self, db: &str, kind: Kind) -> PathBuf {
         self.dir.join(format!("{db}{}", kind.suffix()))
     }
 
     /// Opens `path` through the mount, read-write (write locks need a
     /// writable file), never creating it. `None` when it does not exist.
-    fn open(&self, path: &Path) -> Result<Option<File>, StoreError> {
+    pub(crate) fn open(&self, path: &Path) -> Result<Option<File>, StoreError> {
         let io = |source| StoreError::Io {
             path: path.to_path_buf(),
             source,
@@ -254,13 +258,21 @@ impl MountFence {
 
     /// Rollback-mode exclusion on the database file, given up (`false`)
     /// when `give_up` says so between attempts.
+    /// `parked`: a halt guard of this fence holds PENDING and RESERVED
+    /// already.
     fn exclude_database(
         &self,
         file: &File,
+        parked: bool,
         wait: &mut Wait,
         give_up: &mut dyn FnMut() -> bool,
     ) -> Result<bool, StoreError> {
-        lock_in_order(file, &[PENDING, RESERVED, SHARED], wait, give_up)
+        let order: &[Range] = if parked {
+            &[SHARED]
+        } else {
+            &[PENDING, RESERVED, SHARED]
+        };
+        lock_in_order(file, order, wait, give_up)
     }
 }
 
@@ -278,7 +290,7 @@ impl Fence for MountFence {
                 if let Some(shm) = self.link.open(&shm_path)? {
                     wait.path.clone_from(&shm_path);
                     // A parked guard of this fence holds the write lock.
-                    let order: &[Range] = if self.link.is_parked(db.name()) {
+                    let order: &[Range] = if self.link.is_parked(db.name(), true) {
                         &[WAL_CKPT]
                     } else {
                         &[WAL_WRITE, WAL_CKPT]
@@ -295,7 +307,8 @@ impl Fence for MountFence {
             };
             wait.path.clone_from(&db_path);
             let mut shm_appeared = || wal && std::fs::symlink_metadata(&shm_path).is_ok();
-            if self.exclude_database(&file, &mut wait, &mut shm_appeared)? {
+            let parked = self.link.is_parked(db.name(), false);
+            if self.exclude_database(&file, parked, &mut wait, &mut shm_appeared)? {
                 guard.db = Some(file);
                 return Ok(Box::new(guard));
             }
@@ -308,7 +321,7 @@ impl Fence for MountFence {
         if !self.link.attached() {
             return Ok(Box::new(guard));
         }
-        if wal && self.link.is_parked(db.name()) {
+        if self.link.is_parked(db.name(), wal) {
             // Writers are held by the parked guard already.
             return Ok(Box::new(guard));
         }
@@ -333,7 +346,7 @@ impl Fence for MountFence {
 
     fn park_writers(&self, db: &Db, wal: bool) -> Result<Box<dyn FenceGuard>, StoreError> {
         let mut guard = self.guard(db);
-        if !wal || self.link.is_parked(db.name()) {
+        if !wal || self.link.is_parked(db.name(), true) {
             // Rollback-journal writes all pass through the mount, which
             // refuses them on a replica: nothing to hold.
             return Ok(Box::new(guard));
@@ -361,7 +374,33 @@ impl Fence for MountFence {
         guard.shm = Some((file, path));
         guard.parked = true;
         if let Ok(mut p) = self.link.parked.lock() {
-            p.insert(db.name().to_owned());
+            p.insert(db.name().to_owned(), true);
+        }
+        Ok(Box::new(guard))
+    }
+
+    fn halt_writers(&self, db: &Db, wal: bool) -> Result<Box<dyn FenceGuard>, StoreError> {
+        if wal && std::fs::symlink_metadata(self.link.path(db.name(), Kind::Shm)).is_ok() {
+            return self.park_writers(db, true);
+        }
+        // Rollback mode, or WAL mode with no client (no WAL index): PENDING
+        // and RESERVED on the database file keep new connections and
+        // writers out (readers too: LiteFS's halt does the same); the
+        // fence's own applies then take only the SHARED range.
+        let mut guard = self.guard(db);
+        if !self.link.attached() || self.link.is_parked(db.name(), false) {
+            return Ok(Box::new(guard));
+        }
+        let path = self.link.path(db.name(), Kind::Database);
+        let Some(file) = self.link.open(&path)? else {
+            return Ok(Box::new(guard));
+        };
+        let mut wait = Wait::new(&path);
+        lock_in_order(&file, &[PENDING, RESERVED], &mut wait, &mut || false)?;
+        guard.db = Some(file);
+        guard.parked = true;
+        if let Ok(mut p) = self.link.parked.lock() {
+            p.insert(db.name().to_owned(), false);
         }
         Ok(Box::new(guard))
     }

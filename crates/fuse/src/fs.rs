@@ -210,7 +210,8 @@ impl Drop for Mounted {
 /// Mounts `store` at `dir` and serves it on background threads.
 pub fn mount(store: Arc<Store>, dir: &Path, opts: &MountOptions) -> std::io::Result<Mounted> {
     let ids = Arc::new(RwLock::new(Ids::default()));
-    let fs = LiteFs::new(store.clone(), ids.clone(), opts.passthrough);
+    let gates = Arc::new(std::sync::OnceLock::new());
+    let fs = LiteFs::new(store.clone(), ids.clone(), opts.passthrough, gates.clone());
     let mut config = fuser::Config::default();
     config.mount_options = vec![
         MountOption::FSName("litefs".into()),
@@ -225,6 +226,10 @@ pub fn mount(store: Arc<Store>, dir: &Path, opts: &MountOptions) -> std::io::Res
     config.clone_fd = opts.threads > 1;
     let session = fuser::spawn_mount(fs, dir, &config)?;
     let link = Arc::new(MountLink::new(dir, ids, session.notifier()));
+    let _ = gates.set(Arc::new(crate::halt::Gates::new(
+        link.clone(),
+        store.clone(),
+    )));
     let poller = Poller::spawn(store, link.clone(), opts.capture_interval)?;
     Ok(Mounted {
         session: Some(session),
@@ -266,6 +271,11 @@ struct LiteFs {
     backing: Mutex<HashMap<u64, Weak<BackingId>>>,
     uid: u32,
     gid: u32,
+    /// The halt-lock gates, once the mount exists.
+    gates: Arc<std::sync::OnceLock<Arc<crate::halt::Gates>>>,
+    /// Handles of `-lock` files clients opened on a replica (each counted
+    /// by its database's gate).
+    gated: Mutex<HashMap<u64, String>>,
 }
 
 /// Stable inode numbers for database names within this process.
@@ -303,7 +313,12 @@ fn store_errno(db: &str, what: &str, e: StoreError) -> Errno {
 }
 
 impl LiteFs {
-    fn new(store: Arc<Store>, ids: Arc<RwLock<Ids>>, passthrough: bool) -> LiteFs {
+    fn new(
+        store: Arc<Store>,
+        ids: Arc<RwLock<Ids>>,
+        passthrough: bool,
+        gates: Arc<std::sync::OnceLock<Arc<crate::halt::Gates>>>,
+    ) -> LiteFs {
         // SAFETY: getuid/getgid have no preconditions and cannot fail.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
         LiteFs {
@@ -318,6 +333,8 @@ impl LiteFs {
             backing: Default::default(),
             uid,
             gid,
+            gates,
+            gated: Default::default(),
         }
     }
 
@@ -391,6 +408,43 @@ impl LiteFs {
             return Err(Errno::EINVAL);
         }
         Ok(join(&self.dir_path(parent)?, name))
+    }
+
+    /// On a replica holding the halt lock on `db`: returns once every
+    /// commit captured so far is on the primary, so a client's commit is
+    /// acknowledged only when the primary has it (as on the primary, where
+    /// a commit returns once it is in an LTX file).
+    fn forwarded(&self, db: &Db) {
+        if !db.halted() || !self.is_replica() {
+            return;
+        }
+        if let Some(r) = self.store.role().halt_remote() {
+            r.wait_sent(db.name());
+        }
+    }
+
+    /// A client's open of a replica's `<db>-lock`: a gate holds the halt
+    /// byte before the open returns (see `halt.rs`).
+    fn gate_lock_open(&self, ino: u64, fh: u64, own: FopenFlags) {
+        if !own.is_empty() || !self.is_replica() {
+            return;
+        }
+        let Ok((name, Kind::Lock)) = self.name_of(ino) else {
+            return;
+        };
+        let Some(gates) = self.gates.get() else {
+            return;
+        };
+        if let Ok(mut g) = self.gated.lock() {
+            g.insert(fh, name.clone());
+        }
+        gates.opened(&name);
+    }
+
+    /// Whether `db` is read-only here: on a replica, unless this node holds
+    /// the primary's halt lock on it.
+    fn read_only(&self, db: &Db) -> bool {
+        self.is_replica() && !db.halted()
     }
 
     /// Whether this node is a read-only replica: every write path refuses.
@@ -498,7 +552,7 @@ impl LiteFs {
                         md.mtime().max(0) as u64,
                         md.mtime_nsec().clamp(0, 999_999_999) as u32,
                     );
-                let perm = if kind == Kind::Database && self.is_replica() {
+                let perm = if kind == Kind::Database && self.read_only(db) {
                     0o444
                 } else {
                     0o666
@@ -693,7 +747,7 @@ impl LiteFs {
 
     fn do_write(&self, h: &Handle, offset: u64, data: &[u8]) -> Result<u32, Errno> {
         let file = h.file.as_ref().ok_or(Errno::EIO)?;
-        if h.kind != Kind::Shm && self.is_replica() {
+        if h.kind != Kind::Shm && self.read_only(&h.db) {
             return Err(self.refuse(h.db.name(), "write"));
         }
         if h.kind == Kind::Journal
@@ -721,7 +775,7 @@ impl LiteFs {
 
     fn do_truncate(&self, db: &Db, kind: Kind, size: u64) -> Result<(), Errno> {
         let path = Self::backing(db, kind).ok_or(Errno::EACCES)?;
-        if kind != Kind::Shm && self.is_replica() {
+        if kind != Kind::Shm && self.read_only(db) {
             // Setting the size it already has changes nothing.
             return match std::fs::metadata(&path) {
                 Ok(md) if md.len() == size => Ok(()),
@@ -776,7 +830,7 @@ impl LiteFs {
         }
         let (dbname, kind) = parse(&path);
         let db = self.store.db(dbname).ok_or(Errno::ENOENT)?;
-        if let Some(file) = Self::backing(&db, kind).filter(|_| self.is_replica()) {
+        if let Some(file) = Self::backing(&db, kind).filter(|_| self.read_only(&db)) {
             // SQLite's last connection removes the WAL index and the WAL,
             // which on a replica is empty: nothing is lost, so a replica
             // lets it. (The index is never empty: SQLite removes it as it
@@ -822,9 +876,10 @@ impl LiteFs {
             return Err(Errno::EPERM);
         }
         if self.is_replica() {
+            let halted = self.store.db(dbname).is_some_and(|d| d.halted());
             match kind {
-                Kind::Database => return Err(self.refuse(dbname, "create database")),
-                Kind::Journal => return Err(self.refuse_journal(dbname)),
+                Kind::Database if !halted => return Err(self.refuse(dbname, "create database")),
+                Kind::Journal if !halted => return Err(self.refuse_journal(dbname)),
                 _ => {}
             }
         }
@@ -1048,7 +1103,15 @@ impl Filesystem for LiteFs {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.do_unlink(parent.0, name) {
+        let r = self.do_unlink(parent.0, name);
+        if r.is_ok() {
+            if let Ok(path) = self.child(parent.0, name) {
+                if let Some(db) = self.store.db(parse(&path).0) {
+                    self.forwarded(&db);
+                }
+            }
+        }
+        match r {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }
@@ -1062,7 +1125,7 @@ impl Filesystem for LiteFs {
         let r = self.resolve(ino.0).and_then(|(db, kind)| {
             if kind == Kind::Journal
                 && flags.0 & (libc::O_CREAT | libc::O_TRUNC) != 0
-                && self.is_replica()
+                && self.read_only(&db)
             {
                 return Err(self.refuse_journal(db.name()));
             }
@@ -1074,6 +1137,9 @@ impl Filesystem for LiteFs {
             Ok((fh, cache, backing))
         });
         let own = own_open(req);
+        if let Ok((fh, _, _)) = &r {
+            self.gate_lock_open(ino.0, *fh, own);
+        }
         match r {
             Ok((fh, _, Some(b))) => reply.opened_passthrough(FileHandle(fh), own, &b),
             Ok((fh, cache, None)) => reply.opened(FileHandle(fh), cache | own),
@@ -1180,10 +1246,11 @@ impl Filesystem for LiteFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self
-            .handle(fh)
-            .and_then(|h| self.do_write(&h, offset, data))
-        {
+        match self.handle(fh).and_then(|h| {
+            let n = self.do_write(&h, offset, data)?;
+            self.forwarded(&h.db);
+            Ok(n)
+        }) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(e),
         }
@@ -1224,6 +1291,10 @@ impl Filesystem for LiteFs {
         reply: ReplyEmpty,
     ) {
         let removed = self.handles.write().ok().and_then(|mut h| h.remove(&fh.0));
+        let gated = self.gated.lock().ok().and_then(|mut g| g.remove(&fh.0));
+        if let (Some(db), Some(gates)) = (gated, self.gates.get()) {
+            gates.closed(&db);
+        }
         if let Some(h) = removed
             .as_ref()
             .filter(|h| h.kind == Kind::Wal && h.backing.is_some())
@@ -1276,6 +1347,7 @@ impl Filesystem for LiteFs {
                 h.db.database_synced()
                     .map_err(|e| store_errno(h.db.name(), "capture at fsync", e))?;
             }
+            self.forwarded(&h.db);
             Ok(())
         });
         match r {
@@ -1297,7 +1369,7 @@ impl Filesystem for LiteFs {
         // Not supported (posix_fallocate falls back to writes), except
         // that a replica says why it will not change the file.
         match self.resolve(ino.0) {
-            Ok((db, Kind::Database | Kind::Journal | Kind::Wal)) if self.is_replica() => {
+            Ok((db, Kind::Database | Kind::Journal | Kind::Wal)) if self.read_only(&db) => {
                 reply.error(self.refuse(db.name(), "fallocate"))
             }
             _ => reply.error(Errno::ENOSYS),

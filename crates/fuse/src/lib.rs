@@ -33,6 +33,7 @@
 
 mod fence;
 mod fs;
+mod halt;
 mod names;
 
 pub use fence::{MountFence, LOCK_TIMEOUT};

@@ -76,6 +76,53 @@ pub async fn request_with_progress(
     timeout: Duration,
     progress: Option<Arc<dyn Progress>>,
 ) -> Result<Reply, ClientError> {
+    send(
+        base,
+        method,
+        path_and_query,
+        body,
+        token,
+        None,
+        timeout,
+        progress,
+    )
+    .await
+}
+
+/// [`request`] from node `node_id` (sent as `Litefs-Id`, as nodes do).
+pub(crate) async fn request_as(
+    base: &str,
+    method: Method,
+    path_and_query: &str,
+    body: Bytes,
+    token: Option<&str>,
+    node_id: Option<u64>,
+    timeout: Duration,
+) -> Result<Reply, ClientError> {
+    send(
+        base,
+        method,
+        path_and_query,
+        body,
+        token,
+        node_id,
+        timeout,
+        None,
+    )
+    .await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn send(
+    base: &str,
+    method: Method,
+    path_and_query: &str,
+    body: Bytes,
+    token: Option<&str>,
+    node_id: Option<u64>,
+    timeout: Duration,
+    progress: Option<Arc<dyn Progress>>,
+) -> Result<Reply, ClientError> {
     let err = |reason: String| ClientError {
         url: base.to_owned(),
         reason,
@@ -95,6 +142,9 @@ pub async fn request_with_progress(
             .header(hyper::header::HOST, addr.as_str());
         if let Some(t) = token.filter(|t| !t.is_empty()) {
             req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        if let Some(id) = node_id {
+            req = req.header(crate::node::HEADER_NODE_ID, format!("{id:016x}"));
         }
         let upload = Upload {
             data: body,

@@ -12,6 +12,7 @@ pub mod client;
 mod debug;
 mod election;
 mod follow;
+mod halt;
 mod handoff;
 mod info;
 mod metrics;
@@ -24,6 +25,7 @@ pub mod wire;
 pub use debug::set_debug_endpoints;
 pub use election::{Election, ElectionError, ElectionOptions, ParkedWriters};
 pub use follow::{request_handoff, FollowEnd, FollowError, Follower};
+pub use halt::{HaltClient, HALT_TTL};
 pub use node::{
     valid_cluster_id, ClusterId, ClusterIdError, Control, Node, NodeOptions, HEADER_CANDIDATE,
     HEADER_CLUSTER_ID, HEADER_NODE_ID,

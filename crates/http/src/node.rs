@@ -54,6 +54,8 @@ pub struct Node {
     pub(crate) handoff: Mutex<Option<(u64, String)>>,
     /// Requests to the election loop (`POST /handoff`).
     control: Mutex<Option<mpsc::Sender<Control>>>,
+    /// Halt locks this node (as primary) holds for replicas.
+    pub(crate) halts: crate::halt::Halts,
 }
 
 /// A replica connected to this node's `/stream`.
@@ -255,6 +257,7 @@ impl Node {
             ending: AtomicBool::new(false),
             handoff: Mutex::new(None),
             control: Mutex::new(None),
+            halts: Default::default(),
         })
     }
 

@@ -55,6 +55,20 @@ pub(crate) fn query(req: &Request<Incoming>, key: &str) -> Option<String> {
     })
 }
 
+/// Percent-encodes a query value (database names may hold `/`, spaces...).
+pub(crate) fn query_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
 fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
@@ -177,10 +191,12 @@ async fn route(node: &Arc<Node>, req: Request<Incoming>) -> Response<Body> {
         (Method::POST, "/stream") => crate::stream::serve_stream(node, req).await,
         (Method::POST, "/handoff") => crate::handoff::handoff(node, &req).await,
         (Method::POST, "/promote") => crate::handoff::promote(node).await,
+        (Method::POST | Method::DELETE, "/halt") => crate::halt::halt(node, req).await,
+        (Method::POST, "/tx") => crate::halt::tx(node, req).await,
         (
             _,
             "/info" | "/metrics" | "/events" | "/export" | "/import" | "/stream" | "/handoff"
-            | "/promote",
+            | "/promote" | "/halt" | "/tx",
         ) => text(
             StatusCode::METHOD_NOT_ALLOWED,
             format!("method {} not allowed on {path}", req.method()),

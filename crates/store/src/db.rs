@@ -174,6 +174,9 @@ pub struct Db {
     progress: Arc<Progress>,
     changes: Arc<Changes>,
     stats: Arc<DbStats>,
+    /// This replica holds the primary's halt lock on the database: SQLite
+    /// clients here may write it (their commits go to the primary).
+    halted: std::sync::atomic::AtomicBool,
 }
 
 fn now_ms() -> i64 {
@@ -214,6 +217,7 @@ impl Db {
             progress: Arc::default(),
             changes,
             stats: Arc::default(),
+            halted: Default::default(),
         };
         db.recover()?;
         db.progress.flush()?;
@@ -226,6 +230,19 @@ impl Db {
     /// metrics); cheap to update from any thread.
     pub fn stats(&self) -> &DbStats {
         &self.stats
+    }
+
+    /// Whether this replica holds the primary's halt lock on the database,
+    /// so that its SQLite clients may write it.
+    pub fn halted(&self) -> bool {
+        self.halted.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Records whether this replica holds the halt lock (set once it has
+    /// caught up with the lock's position; cleared before it is released).
+    pub fn set_halted(&self, held: bool) {
+        self.halted
+            .store(held, std::sync::atomic::Ordering::Release);
     }
 
     /// The queue and counters the LTX writer needs.

@@ -39,6 +39,15 @@ pub trait Fence: Send + Sync {
     fn park_writers(&self, db: &Db, wal: bool) -> Result<Box<dyn FenceGuard>, StoreError> {
         self.hold_writers(db, wal)
     }
+
+    /// Holds this node's own writers off (in both journal modes) while
+    /// another node writes the database through the primary: the halt
+    /// lock. Like [`Fence::park_writers`], the fence's own `exclude` (the
+    /// forwarded transactions' applies) and `hold_writers` count on the
+    /// held lock instead of taking it again.
+    fn halt_writers(&self, db: &Db, wal: bool) -> Result<Box<dyn FenceGuard>, StoreError> {
+        self.hold_writers(db, wal)
+    }
 }
 
 /// A held fence. Dropping it lets SQLite clients in again.

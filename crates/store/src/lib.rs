@@ -28,6 +28,6 @@ pub use db::{Applied, Committed, Db, DbPaths, DbStatus};
 pub use error::StoreError;
 pub use fence::{Fence, FenceGuard, NoClients};
 pub use names::{parent_of, validate_db_name};
-pub use role::{PrimaryInfo, Role, LAG_UNKNOWN_MS};
+pub use role::{HaltRemote, PrimaryInfo, Role, LAG_UNKNOWN_MS};
 pub use stats::{DbCounters, DbStats, FileKind};
 pub use store::{Listener, Listening, Listing, Store, StoreOptions};

@@ -1,7 +1,7 @@
 //! This node's place in the cluster, as the mount and the API show it.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The primary this node follows, as the lease names it.
@@ -11,6 +11,25 @@ pub struct PrimaryInfo {
     pub hostname: String,
     /// Where its API is reached (`/stream`).
     pub advertise_url: String,
+}
+
+/// How a replica takes and gives back the primary's halt lock (write
+/// forwarding): implemented by the layer that talks to the primary, called
+/// by the mount when a SQLite client of this node asks for the lock.
+pub trait HaltRemote: Send + Sync + std::fmt::Debug {
+    /// Takes the primary's halt lock on `db` and waits until this node has
+    /// every transaction the primary had then; on success the database is
+    /// writable here ([`crate::Db::set_halted`]) and its commits are sent
+    /// to the primary. Blocks.
+    fn acquire(&self, db: &str) -> Result<(), String>;
+
+    /// Makes `db` read-only here again, sends the primary every commit not
+    /// sent yet and releases its halt lock. Blocks.
+    fn release(&self, db: &str);
+
+    /// Returns once every commit of `db` captured so far has reached the
+    /// primary (or a time limit passed, which is logged). Blocks.
+    fn wait_sent(&self, db: &str);
 }
 
 /// Whether this node may write, whom it follows, and how far behind it is.
@@ -23,6 +42,8 @@ pub struct Role {
     /// Milliseconds since the epoch of the newest thing heard from the
     /// primary (an LTX file's timestamp or a heartbeat); 0 = never synced.
     heard_ms: AtomicI64,
+    /// How this node takes the primary's halt lock, once wired.
+    halt: RwLock<Option<Arc<dyn HaltRemote>>>,
 }
 
 impl Default for Role {
@@ -33,6 +54,7 @@ impl Default for Role {
             candidate: AtomicBool::new(true),
             following: RwLock::new(None),
             heard_ms: AtomicI64::new(0),
+            halt: RwLock::new(None),
         }
     }
 }
@@ -72,6 +94,18 @@ impl Role {
         if let Ok(mut f) = self.following.write() {
             *f = primary;
         }
+    }
+
+    /// Wires how this node takes the primary's halt lock.
+    pub fn set_halt_remote(&self, remote: Arc<dyn HaltRemote>) {
+        if let Ok(mut h) = self.halt.write() {
+            *h = Some(remote);
+        }
+    }
+
+    /// How this node takes the primary's halt lock, if wired.
+    pub fn halt_remote(&self) -> Option<Arc<dyn HaltRemote>> {
+        self.halt.read().ok().and_then(|h| h.clone())
     }
 
     /// The primary this replica is connected to, if any.

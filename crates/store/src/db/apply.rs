@@ -383,6 +383,37 @@ impl Db {
         fence.park_writers(self, wal)
     }
 
+    /// Folds the WAL into the database file under the fence (what an apply
+    /// does first): a replica giving the halt lock back does it, so that
+    /// its database file holds what it wrote, as LiteFS does.
+    pub fn checkpoint(&self, fence: &dyn Fence) -> Result<(), StoreError> {
+        if !self.database_is_wal()? {
+            return Ok(());
+        }
+        let mut guard = fence.exclude(self, true)?;
+        let (page_size, commit) = {
+            let mut st = self.lock()?;
+            if st.wal_lazy {
+                self.capture_wal_locked(&mut st)?;
+            }
+            self.progress.flush()?;
+            self.checkpoint_wal(&mut st)?;
+            (st.page_size, st.commit)
+        };
+        if commit > 0 {
+            refresh_wal_index(guard.as_mut(), page_size, commit)?;
+        }
+        guard.invalidate_database();
+        Ok(())
+    }
+
+    /// Holds this node's writers off while a replica holds the halt lock
+    /// (see [`Fence::halt_writers`]).
+    pub fn halt_writers(&self, fence: &dyn Fence) -> Result<Box<dyn FenceGuard>, StoreError> {
+        let wal = self.database_is_wal()?;
+        fence.halt_writers(self, wal)
+    }
+
     /// Captures every commit SQLite made that is not in an LTX file yet
     /// (WAL commits written behind the store, a finished journal) and
     /// writes the files out; returns the position. Call with writers held
