@@ -246,10 +246,17 @@ fn replica_behind_retention_gets_a_snapshot() {
     let old_max = r.ltx_ranges(db).last().unwrap().1;
     assert!(r.stop().is_some_and(|s| s.success()), "{}", r.log_text());
 
-    let inserts: String = (0..50)
-        .map(|i| format!("INSERT INTO t(v) VALUES (hex(randomblob(500)) || '{i}');\n"))
-        .collect();
-    sql(&p.path(db), &inserts);
+    let inserts = |from: usize| -> String {
+        (from..from + 25)
+            .map(|i| format!("INSERT INTO t(v) VALUES (hex(randomblob(500)) || '{i}');\n"))
+            .collect()
+    };
+    // Two batches far enough apart that the first one's files (however
+    // capture grouped its commits) age out while the second's stay: the
+    // replica's next TXID is then gone from the primary.
+    sql(&p.path(db), &inserts(0));
+    std::thread::sleep(Duration::from_millis(1200));
+    sql(&p.path(db), &inserts(25));
     let p_pos = pos_of(&p, db);
     // Retention keeps only the newest file once the others are 1 s old.
     let deadline = Instant::now() + Duration::from_secs(10);
