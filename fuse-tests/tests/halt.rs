@@ -79,6 +79,26 @@ fn halt_lock_forwards_a_replicas_writes() {
             a.log_text()
         );
         eprintln!("{db}: 1,000 forwarded transactions in {:?}", t.elapsed());
+        // Counted on both sides.
+        for (n, who) in [(&p, "primary"), (a, "replica")] {
+            let m = litefs_fuse_tests::consul::http_request(
+                &n.url,
+                "GET",
+                "/metrics",
+                b"",
+                Duration::from_secs(10),
+            )
+            .unwrap()
+            .1;
+            let line = format!("litefs_db_forwarded_tx_count{{db=\"{db}\"}} ");
+            let v: f64 = m
+                .lines()
+                .find_map(|l| l.strip_prefix(&line))
+                .unwrap_or_else(|| panic!("no {line} on the {who}:\n{m}"))
+                .parse()
+                .unwrap();
+            assert!(v >= 1000.0, "{who}: {v} forwarded transactions counted");
+        }
         // Each commit returned only once the primary had it.
         assert_eq!(
             count(&p, db),
@@ -251,6 +271,31 @@ fn bad_halt_and_tx_requests_are_refused() {
         litefs_fuse_tests::consul::http_request(&p.url, method, path, body, Duration::from_secs(20))
             .unwrap_or_else(|| panic!("{method} {path}: no answer"))
     };
+    // Halt events reach /events subscribers.
+    let events = {
+        use std::io::{Read, Write};
+        let addr = p.url.trim_start_matches("http://").to_owned();
+        let mut sock = std::net::TcpStream::connect(&addr).unwrap();
+        sock.write_all(format!("GET /events HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+            .unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        std::thread::spawn(move || {
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            let until = Instant::now() + Duration::from_secs(4);
+            while Instant::now() < until {
+                if let Ok(n) = sock.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    got.extend_from_slice(&buf[..n]);
+                }
+            }
+            String::from_utf8_lossy(&got).into_owned()
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
     let (code, msg) = call("POST", "/tx?name=db&lockID=7", b"");
     assert_eq!(code, 409, "{msg}");
     assert!(msg.contains("halt lock"), "{msg}");
@@ -268,6 +313,14 @@ fn bad_halt_and_tx_requests_are_refused() {
     assert!(msg.contains("rejected"), "{msg}");
     let (code, _) = call("DELETE", "/halt?name=db&id=7", b"");
     assert_eq!(code, 200);
+    let text = events.join().unwrap();
+    for state in ["acquired", "released"] {
+        assert!(
+            text.lines()
+                .any(|l| l.contains("\"type\":\"halt\"") && l.contains(state)),
+            "no halt {state} event:\n{text}"
+        );
+    }
     assert_eq!(
         pos_of(&p, "db"),
         before,

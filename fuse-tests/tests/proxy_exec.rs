@@ -263,6 +263,21 @@ fn replicas_read_their_own_writes_through_the_proxy() {
     }
     wait_same_pos(&primary.node, &forwarding.node, "app.db");
     wait_same_pos(&primary.node, &replaying.node, "app.db");
+    // The proxies count what they did.
+    let m = litefs_fuse_tests::consul::http_request(
+        &forwarding.node.url,
+        "GET",
+        "/metrics",
+        b"",
+        Duration::from_secs(10),
+    )
+    .unwrap()
+    .1;
+    assert!(
+        m.lines()
+            .any(|l| l.starts_with("litefs_proxy_request_count{decision=\"write_forwarded\"} 40")),
+        "forwarded writes not counted:\n{m}"
+    );
 
     // A TXID far ahead: passthrough paths do not wait for it, others give
     // 504 after the proxy's 5 s wait.

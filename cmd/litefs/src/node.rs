@@ -110,6 +110,7 @@ fn start_proxy(
     config: &Config,
     store: Arc<Store>,
     token: Option<String>,
+    node: &Node,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let p = &config.proxy;
@@ -134,6 +135,8 @@ fn start_proxy(
         Box::pin(async move { primary_proxy_url(&primary.advertise_url, token.as_deref()).await })
     });
     let proxy = Arc::new(litefs_proxy::Proxy::new(store, opts, Some(find)));
+    let stats = proxy.stats();
+    node.set_extra_metrics(Arc::new(move || stats.exposition()));
     Ok(runtime.spawn(async move {
         if let Err(e) = litefs_proxy::serve(listener, proxy, stop).await {
             tracing::error!(error = %e, "proxy failed");
@@ -251,6 +254,7 @@ impl Running {
                 config,
                 store.clone(),
                 token,
+                &node,
                 stopped(server_rx),
             )?)
         };

@@ -328,6 +328,11 @@ impl Election {
             // Connections kept out since the last step-down may write again.
             p.clear();
         }
+        self.node.emit(
+            "primaryChange",
+            None,
+            serde_json::json!({ "isPrimary": true, "hostname": self.node.hostname }),
+        );
         let ttl = lease.ttl();
         tracing::info!(lease = lease.id(), ttl_ms = ttl.as_millis() as u64, hostname = %self.node.hostname, "this node is the primary");
         let period = (ttl / 2).min(MAX_RENEW_PERIOD);
@@ -478,6 +483,11 @@ impl Election {
         }
         role.become_replica(None);
         self.node.streams_demoted(handoff);
+        self.node.emit(
+            "primaryChange",
+            None,
+            serde_json::json!({ "isPrimary": false }),
+        );
     }
 
     /// Answers queued hand-off requests that cannot be served now.

@@ -121,7 +121,8 @@ pub(crate) async fn halt(node: &Arc<Node>, req: Request<Incoming>) -> Response<B
                 _ => None,
             });
         return match removed {
-            Some(_) => {
+            Some(h) => {
+                node.emit("halt", Some(&name), serde_json::json!({ "id": id, "node": format!("{:016x}", h.node_id), "state": "released" }));
                 tracing::info!(db = %name, id, "halt lock released");
                 text(StatusCode::OK, "released")
             }
@@ -207,6 +208,12 @@ pub(crate) async fn halt(node: &Arc<Node>, req: Request<Incoming>) -> Response<B
             },
         );
     }
+    db.stats().count_halt();
+    node.emit(
+        "halt",
+        Some(&name),
+        serde_json::json!({ "id": id, "node": format!("{from:016x}"), "state": "acquired" }),
+    );
     tracing::info!(db = %name, id, replica = format_args!("{from:016x}"), pos = %pos, "halt lock taken");
     let (n2, name2) = (node.clone(), name);
     tokio::spawn(async move { expire(n2, name2, id).await });
@@ -234,6 +241,11 @@ async fn expire(node: Arc<Node>, name: String, id: i64) {
                 if h.expires <= Instant::now() {
                     tracing::warn!(db = %name, id, "halt lock expired (the replica stopped extending it); released");
                     l.remove(&name);
+                    node.emit(
+                        "halt",
+                        Some(&name),
+                        serde_json::json!({ "id": id, "state": "expired" }),
+                    );
                     return;
                 }
             }
@@ -276,9 +288,11 @@ pub(crate) async fn tx(node: &Arc<Node>, req: Request<Incoming>) -> Response<Bod
         }
     };
     let fence = node.fence.clone();
-    let r = tokio::task::spawn_blocking(move || db.apply_ltx(&body, fence.as_ref())).await;
+    let d = db.clone();
+    let r = tokio::task::spawn_blocking(move || d.apply_ltx(&body, fence.as_ref())).await;
     match r {
         Ok(Ok(litefs_store::Applied::At(pos))) => {
+            db.stats().count_forwarded();
             tracing::debug!(db = %name, pos = %pos, "forwarded transaction applied");
             json(&serde_json::json!({ "pos": pos_json(pos) }))
         }
@@ -398,6 +412,7 @@ impl HaltRemote for HaltClient {
             std::thread::sleep(Duration::from_millis(1));
         }
         db.set_halted(true);
+        db.stats().count_halt();
         let sent = Arc::new(AtomicU64::new(pos.txid.0));
         let stop = Arc::new(AtomicBool::new(false));
         let task = self.rt.spawn(forward(
@@ -557,6 +572,7 @@ async fn forward(
             match (r, max) {
                 (Ok(r), Some(max)) if r.status == StatusCode::OK => {
                     sent.store(max, Ordering::Release);
+                    db.stats().count_forwarded();
                     continue;
                 }
                 (Ok(r), _) => {

@@ -85,6 +85,24 @@ pub(crate) fn events(node: &Arc<Node>) -> Response<Body> {
             }
         }
     }));
+    // Role and halt events go through the same queue as `tx` ones.
+    let mut others = node.subscribe();
+    let s3 = sender.clone();
+    tokio::spawn(async move {
+        loop {
+            let ev = match others.recv().await {
+                Ok(ev) => ev,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(_) => return,
+            };
+            let Ok(mut g) = s3.lock() else { return };
+            let Some(tx) = g.as_ref() else { return };
+            if tx.try_send(ev).is_err() {
+                *g = None;
+                return;
+            }
+        }
+    });
     let stream = futures_util::stream::unfold((rx, listening), |(mut rx, l)| async move {
         rx.recv().await.map(|b| {
             (

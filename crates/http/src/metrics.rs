@@ -249,6 +249,18 @@ const DB_FAMILIES: &[DbFamily] = &[
         "Number of writes refused because this node is a read-only replica.",
         |_, c| Some(c.refused_writes.into()),
     ),
+    (
+        "litefs_db_halt_count",
+        Type::Counter,
+        "Number of halt locks taken from the primary (replica) or granted to a replica (primary).",
+        |_, c| Some(c.halts.into()),
+    ),
+    (
+        "litefs_db_forwarded_tx_count",
+        Type::Counter,
+        "Number of LTX files forwarded under the halt lock: sent (replica) or applied (primary).",
+        |_, c| Some(c.forwarded.into()),
+    ),
 ];
 
 /// The exposition of one scrape.
@@ -308,7 +320,11 @@ pub(crate) fn render(s: &Scrape) -> String {
 
 /// `GET /metrics`.
 pub(crate) fn metrics(node: &Node) -> Response<Body> {
-    let mut r = Response::new(full(render(&Scrape::of(node))));
+    let mut text = render(&Scrape::of(node));
+    if let Some(extra) = node.extra_metrics() {
+        text.push_str(&extra);
+    }
+    let mut r = Response::new(full(text));
     r.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
         hyper::header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

@@ -56,7 +56,15 @@ pub struct Node {
     control: Mutex<Option<mpsc::Sender<Control>>>,
     /// Halt locks this node (as primary) holds for replicas.
     pub(crate) halts: crate::halt::Halts,
+    /// Events other than `tx` for `/events` subscribers (`primaryChange`,
+    /// `halt`), as NDJSON lines.
+    events: tokio::sync::broadcast::Sender<bytes::Bytes>,
+    /// More Prometheus text for `/metrics` (the proxy's counters).
+    extra_metrics: RwLock<Option<ExtraMetrics>>,
 }
+
+/// Renders more Prometheus text for `/metrics`.
+pub type ExtraMetrics = Arc<dyn Fn() -> String + Send + Sync>;
 
 /// A replica connected to this node's `/stream`.
 #[derive(Debug, Clone)]
@@ -258,6 +266,8 @@ impl Node {
             handoff: Mutex::new(None),
             control: Mutex::new(None),
             halts: Default::default(),
+            events: tokio::sync::broadcast::channel(1024).0,
+            extra_metrics: RwLock::new(None),
         })
     }
 
@@ -334,6 +344,36 @@ impl Node {
     /// Whether streams must finish and end (see [`Node::streams_demoted`]).
     pub(crate) fn streams_ending(&self) -> bool {
         self.ending.load(Ordering::Acquire)
+    }
+
+    /// Sends an event to `/events` subscribers: `{"type": kind, "db": db,
+    /// "data": data}` (`db` left out when `None`).
+    pub fn emit(&self, kind: &str, db: Option<&str>, data: serde_json::Value) {
+        let mut ev = serde_json::json!({ "type": kind, "data": data });
+        if let (Some(db), Some(o)) = (db, ev.as_object_mut()) {
+            o.insert("db".into(), db.into());
+        }
+        let _ = self.events.send(bytes::Bytes::from(format!("{ev}\n")));
+    }
+
+    /// Adds `f`'s Prometheus text to every `/metrics` answer.
+    pub fn set_extra_metrics(&self, f: ExtraMetrics) {
+        if let Ok(mut m) = self.extra_metrics.write() {
+            *m = Some(f);
+        }
+    }
+
+    /// The extra Prometheus text, if any.
+    pub(crate) fn extra_metrics(&self) -> Option<String> {
+        self.extra_metrics
+            .read()
+            .ok()
+            .and_then(|m| m.as_ref().map(|f| f()))
+    }
+
+    /// A receiver of [`Node::emit`]'s events.
+    pub(crate) fn subscribe(&self) -> tokio::sync::broadcast::Receiver<bytes::Bytes> {
+        self.events.subscribe()
     }
 
     /// Connects the API to the election loop that serves [`Control`]

@@ -75,11 +75,61 @@ pub struct ProxyOptions {
 pub type FindPrimaryProxy =
     Arc<dyn Fn(PrimaryInfo) -> Pin<Box<dyn Future<Output = Option<String>> + Send>> + Send + Sync>;
 
+/// What the proxy decided, request by request, since it started.
+#[derive(Debug, Default)]
+pub struct ProxyStats {
+    counts: [std::sync::atomic::AtomicU64; DECISIONS.len()],
+}
+
+/// The decisions [`ProxyStats`] counts, as the `decision` label.
+pub const DECISIONS: [&str; 8] = [
+    "passthrough",
+    "health",
+    "read",
+    "read_timeout",
+    "write_primary",
+    "write_forwarded",
+    "write_replay",
+    "write_unavailable",
+];
+
+impl ProxyStats {
+    fn count(&self, decision: &str) {
+        if let Some(i) = DECISIONS.iter().position(|d| *d == decision) {
+            self.counts[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Every decision with its count.
+    pub fn read(&self) -> Vec<(&'static str, u64)> {
+        DECISIONS
+            .iter()
+            .zip(&self.counts)
+            .map(|(d, c)| (*d, c.load(std::sync::atomic::Ordering::Relaxed)))
+            .collect()
+    }
+
+    /// The counts in Prometheus text format
+    /// (`litefs_proxy_request_count{decision}`).
+    pub fn exposition(&self) -> String {
+        let mut s = String::from(
+            "# HELP litefs_proxy_request_count Requests the HTTP proxy handled, by what it did with them.\n# TYPE litefs_proxy_request_count counter\n",
+        );
+        for (d, n) in self.read() {
+            s.push_str(&format!(
+                "litefs_proxy_request_count{{decision=\"{d}\"}} {n}\n"
+            ));
+        }
+        s
+    }
+}
+
 /// The proxy of one node.
 pub struct Proxy {
     store: Arc<Store>,
     opts: ProxyOptions,
     find_primary: Option<FindPrimaryProxy>,
+    stats: Arc<ProxyStats>,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -157,7 +207,13 @@ impl Proxy {
             store,
             opts,
             find_primary,
+            stats: Arc::default(),
         }
+    }
+
+    /// What the proxy decided so far.
+    pub fn stats(&self) -> Arc<ProxyStats> {
+        self.stats.clone()
     }
 
     /// Serves one request.
@@ -165,6 +221,16 @@ impl Proxy {
         let started = Instant::now();
         let (method, path) = (req.method().clone(), req.uri().path().to_owned());
         let (resp, what) = self.route(req).await;
+        self.stats.count(match what {
+            "passthrough" => "passthrough",
+            "health" => "health",
+            "read" => "read",
+            "read: replication wait timed out" => "read_timeout",
+            "write: primary" => "write_primary",
+            "write: forwarded" => "write_forwarded",
+            "write: fly-replay" => "write_replay",
+            _ => "write_unavailable",
+        });
         if self.opts.debug {
             tracing::info!(%method, %path, status = resp.status().as_u16(), decision = what, elapsed_ms = started.elapsed().as_millis() as u64, "proxy");
         }

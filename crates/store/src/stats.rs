@@ -42,6 +42,8 @@ pub struct DbStats {
     apply_nanos: AtomicU64,
     apply_errors: AtomicU64,
     refused_writes: AtomicU64,
+    halts: AtomicU64,
+    forwarded: AtomicU64,
     lag_ms: AtomicI64,
     fences: AtomicU32,
     applying: AtomicBool,
@@ -62,6 +64,8 @@ impl Default for DbStats {
             apply_nanos: AtomicU64::new(0),
             apply_errors: AtomicU64::new(0),
             refused_writes: AtomicU64::new(0),
+            halts: AtomicU64::new(0),
+            forwarded: AtomicU64::new(0),
             lag_ms: AtomicI64::new(LAG_NONE),
             fences: AtomicU32::new(0),
             applying: AtomicBool::new(false),
@@ -101,6 +105,12 @@ pub struct DbCounters {
     pub apply_errors: u64,
     /// Writes refused because this node is a read-only replica.
     pub refused_writes: u64,
+    /// Halt locks on the database: taken by this replica from the primary,
+    /// or granted by this primary to a replica.
+    pub halts: u64,
+    /// Transactions forwarded under the halt lock: sent by this replica,
+    /// or applied by this primary.
+    pub forwarded: u64,
     /// Time from the newest LTX file's creation to its apply on this node
     /// (0 after a local commit); `None` before the first of either.
     pub lag: Option<Duration>,
@@ -124,6 +134,17 @@ impl DbStats {
         c.fetch_add(1, Relaxed);
     }
 
+    /// Counts one halt lock taken (replica) or granted (primary).
+    pub fn count_halt(&self) {
+        self.halts.fetch_add(1, Relaxed);
+    }
+
+    /// Counts one transaction forwarded under the halt lock (sent by a
+    /// replica, applied by the primary).
+    pub fn count_forwarded(&self) {
+        self.forwarded.fetch_add(1, Relaxed);
+    }
+
     /// Counts one write refused because this node is a replica.
     pub fn count_refused_write(&self) {
         self.refused_writes.fetch_add(1, Relaxed);
@@ -145,6 +166,8 @@ impl DbStats {
             apply_time: Duration::from_nanos(self.apply_nanos.load(Relaxed)),
             apply_errors: self.apply_errors.load(Relaxed),
             refused_writes: self.refused_writes.load(Relaxed),
+            halts: self.halts.load(Relaxed),
+            forwarded: self.forwarded.load(Relaxed),
             lag: (lag != LAG_NONE).then(|| Duration::from_millis(lag.max(0).unsigned_abs())),
             fences: self.fences.load(Relaxed),
             applying: self.applying.load(Relaxed),
