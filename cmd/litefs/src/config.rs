@@ -392,6 +392,9 @@ section! {
         kind as "type": BackupType = BackupType::None,
         /// `path`: the directory for `type: file` (required with it).
         path: PathBuf = PathBuf::new(),
+        /// `sync-interval` (ours): how often new transactions are written
+        /// to the backup (default 1s, Litestream's).
+        sync_interval: Duration [GoDuration] = Duration::from_secs(1),
         /// `url`: LiteFS Cloud's endpoint (default `https://litefs.fly.io`).
         url: String = "https://litefs.fly.io".to_owned(),
         /// `cluster`: LiteFS Cloud cluster name.

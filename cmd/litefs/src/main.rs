@@ -5,6 +5,7 @@ mod exec;
 mod logging;
 mod mount;
 mod node;
+mod restore;
 mod run;
 mod transfer;
 
@@ -27,6 +28,8 @@ enum Command {
     Export(transfer::ExportArgs),
     /// Replace a database with a SQLite database file (on the primary).
     Import(transfer::ImportArgs),
+    /// Restore a database from a backup (ours or Litestream's).
+    Restore(restore::RestoreArgs),
     /// Run a command against a node: only on a candidate, or after
     /// promoting the node to primary.
     Run(run::RunArgs),
@@ -49,6 +52,7 @@ fn main() -> ExitCode {
         },
         Command::Export(args) => report(transfer::export(args)),
         Command::Import(args) => report(transfer::import(args)),
+        Command::Restore(args) => report(restore::run(args)),
         Command::Run(args) => match run::run(args) {
             Ok(code) => code,
             Err(e) => {

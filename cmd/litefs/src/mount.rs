@@ -58,6 +58,7 @@ pub(crate) fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
 
     let data = &config.data.dir;
     std::fs::create_dir_all(data).with_context(|| format!("create data.dir {}", data.display()))?;
+    check_backup_path(&config)?;
     clear_stale_mount(&config.fuse.dir)?;
     std::fs::create_dir_all(&config.fuse.dir)
         .with_context(|| format!("create fuse.dir {}", config.fuse.dir.display()))?;
@@ -103,6 +104,7 @@ pub(crate) fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
         "mounted"
     );
     let running = crate::node::Running::start(&config, store.clone(), mounted.fence(), node_id)?;
+    let backup = spawn_backup(&config, store.clone(), mounted.fence())?;
 
     let stop = Arc::new(AtomicBool::new(false));
     let retention = spawn_retention(
@@ -122,6 +124,11 @@ pub(crate) fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
     stop.store(true, Ordering::Relaxed);
     // Held until the mount is gone: a node that stepped down keeps its WAL
     // writers out to the end.
+    // The backup's last sync first, while this node may still be primary.
+    if let Some((stop_backup, thread)) = backup {
+        stop_backup.store(true, Ordering::Release);
+        let _ = thread.join();
+    }
     let parked = running.stop();
     if why == Stop::Failed {
         mounted.unmount().context("unmount")?;
@@ -227,6 +234,57 @@ fn wait_for_signal_or_unmount(
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Makes sure `backup.path` (with `backup.type: file`) is a writable
+/// directory, before anything is mounted.
+fn check_backup_path(config: &Config) -> anyhow::Result<()> {
+    if config.backup.kind != crate::config::BackupType::File {
+        return Ok(());
+    }
+    let path = &config.backup.path;
+    std::fs::create_dir_all(path)
+        .with_context(|| format!("backup.path {}: cannot create it", path.display()))?;
+    let probe = path.join(".litefs-write-test");
+    std::fs::write(&probe, b"")
+        .and_then(|()| std::fs::remove_file(&probe))
+        .with_context(|| format!("backup.path {}: not writable", path.display()))?;
+    Ok(())
+}
+
+/// Starts the continuous backup (`backup.type: file`); `None` without one.
+#[allow(clippy::type_complexity)]
+fn spawn_backup(
+    config: &Config,
+    store: Arc<Store>,
+    fence: Arc<dyn litefs_store::Fence>,
+) -> anyhow::Result<Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>> {
+    use crate::config::BackupType;
+    match config.backup.kind {
+        BackupType::None => return Ok(None),
+        BackupType::LitefsCloud => {
+            tracing::warn!("backup.type litefs-cloud is not supported (LiteFS Cloud is gone); no backup is made");
+            return Ok(None);
+        }
+        BackupType::File => {}
+    }
+    let path = config.backup.path.clone();
+    let backup = litefs_backup::Backup::new(
+        store,
+        fence,
+        litefs_backup::BackupOptions {
+            path: path.clone(),
+            interval: config.backup.sync_interval.max(Duration::from_millis(10)),
+        },
+    );
+    tracing::info!(path = %path.display(), interval_ms = config.backup.sync_interval.as_millis() as u64, "backup on (Litestream 0.5 layout)");
+    let stop = Arc::new(AtomicBool::new(false));
+    let s2 = stop.clone();
+    let thread = std::thread::Builder::new()
+        .name("litefs-backup".into())
+        .spawn(move || backup.run(&s2))
+        .context("start the backup thread")?;
+    Ok(Some((stop, thread)))
 }
 
 fn spawn_retention(

@@ -231,7 +231,7 @@ pub(crate) fn import(args: ImportArgs) -> anyhow::Result<()> {
 }
 
 /// The file must be a SQLite database whose integrity check passes.
-fn check_database(path: &Path) -> anyhow::Result<()> {
+pub(crate) fn check_database(path: &Path) -> anyhow::Result<()> {
     use rusqlite::OpenFlags;
     if !path.is_file() {
         bail!("{}: no such file", path.display());

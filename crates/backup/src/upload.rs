@@ -1,0 +1,159 @@
+//! The primary's side: keep each database's replica directory up to date
+//! with its LTX history.
+
+use crate::convert::{header_of, next_after, v1_to_v3};
+use crate::layout::{FileReplica, SNAPSHOT_LEVEL};
+use crate::BackupError;
+use litefs_ltx::Txid;
+use litefs_store::{Db, Fence, Store};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// `backup:` settings for `type: file`.
+#[derive(Debug, Clone)]
+pub struct BackupOptions {
+    /// `backup.path`: one replica directory per database under it
+    /// (`<path>/<db name>/ltx/...`).
+    pub path: PathBuf,
+    /// How often new transactions are written out (Litestream: 1 s).
+    pub interval: Duration,
+}
+
+/// Continuous backup of a node's databases while it is the primary.
+pub struct Backup {
+    store: Arc<Store>,
+    fence: Arc<dyn Fence>,
+    opts: BackupOptions,
+    /// The newest TXID in each database's replica, as far as we know.
+    have: Mutex<HashMap<String, Txid>>,
+}
+
+impl std::fmt::Debug for Backup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backup").field("opts", &self.opts).finish()
+    }
+}
+
+impl Backup {
+    /// A backup of `store`'s databases; `fence` holds writers off while a
+    /// snapshot is taken.
+    pub fn new(store: Arc<Store>, fence: Arc<dyn Fence>, opts: BackupOptions) -> Backup {
+        Backup {
+            store,
+            fence,
+            opts,
+            have: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The replica directory of `db`.
+    pub fn replica(&self, db: &str) -> FileReplica {
+        FileReplica::new(self.opts.path.join(db))
+    }
+
+    /// The newest TXID backed up for `db`, if any.
+    pub fn position(&self, db: &str) -> Option<Txid> {
+        self.have.lock().ok().and_then(|h| h.get(db).copied())
+    }
+
+    /// Writes out what `db` committed since the last sync: one level-0 file
+    /// with every transaction since, or a level-9 snapshot when the
+    /// backup is empty or this node's LTX files no longer continue it.
+    /// Returns the backup's TXID afterwards.
+    pub fn sync_db(&self, db: &Db) -> Result<Txid, BackupError> {
+        let name = db.name().to_owned();
+        let replica = self.replica(&name);
+        let have = match self.position(&name) {
+            Some(t) => t,
+            None => replica.max_txid()?.unwrap_or(Txid(0)),
+        };
+        let pos = db.capture_committed()?;
+        if pos.txid <= have {
+            self.set(&name, have);
+            return Ok(have);
+        }
+        let mut files: Vec<Vec<u8>> = Vec::new();
+        let mut next = Txid(have.0 + 1);
+        let mut continuous = have.0 > 0;
+        while continuous && next <= pos.txid {
+            match db.read_ltx_from(next)? {
+                Some(b) => match header_of(&b) {
+                    // A snapshot in the node's history does not continue the
+                    // backup: the backup then takes one of its own.
+                    Some(h) if h.min_txid == next && !h.is_snapshot() => {
+                        next = next_after(&h);
+                        files.push(b);
+                    }
+                    _ => continuous = false,
+                },
+                None => continuous = false,
+            }
+        }
+        let (level, header, bytes) = if continuous && !files.is_empty() {
+            let slices: Vec<&[u8]> = files.iter().map(Vec::as_slice).collect();
+            let (h, b) = v1_to_v3(&slices)?;
+            (0, h, b)
+        } else {
+            let Some((_, snap)) = db.snapshot_ltx(self.fence.as_ref())? else {
+                return Ok(have);
+            };
+            let (h, b) = v1_to_v3(&[&snap])?;
+            (SNAPSHOT_LEVEL, h, b)
+        };
+        let path = replica.write(level, &header, &bytes)?;
+        tracing::debug!(db = %name, file = %path.display(), level, "backed up");
+        self.set(&name, header.max_txid);
+        Ok(header.max_txid)
+    }
+
+    fn set(&self, db: &str, t: Txid) {
+        if let Ok(mut h) = self.have.lock() {
+            h.insert(db.to_owned(), t);
+        }
+    }
+
+    /// Syncs every database each interval while this node is the primary,
+    /// until `stop`. Failures are logged and retried at the next interval
+    /// (a failed write never moves the backup's position).
+    pub fn run(&self, stop: &AtomicBool) {
+        let mut failing: HashMap<String, String> = HashMap::new();
+        while !stop.load(Ordering::Acquire) {
+            std::thread::sleep(self.opts.interval);
+            if !self.store.role().is_primary() {
+                // Another node writes the backup; learn its position anew
+                // when this one is primary again.
+                if let Ok(mut h) = self.have.lock() {
+                    h.clear();
+                }
+                continue;
+            }
+            for db in self.store.dbs() {
+                match self.sync_db(&db) {
+                    Ok(_) => {
+                        if failing.remove(db.name()).is_some() {
+                            tracing::info!(db = db.name(), "backup working again");
+                        }
+                    }
+                    Err(e) => {
+                        let msg = e.to_string();
+                        if failing.get(db.name()) != Some(&msg) {
+                            tracing::error!(db = db.name(), error = %msg, path = %self.opts.path.display(), "backup failed; retrying");
+                            failing.insert(db.name().to_owned(), msg);
+                        }
+                    }
+                }
+            }
+        }
+        // Whatever was committed before the stop.
+        if self.store.role().is_primary() {
+            for db in self.store.dbs() {
+                if let Err(e) = self.sync_db(&db) {
+                    tracing::error!(db = db.name(), error = %e, "final backup sync failed");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,364 @@
+//! Backups in Litestream 0.5's layout: a node backs up to a directory
+//! while it takes writes; the real `litestream restore` 0.5.17 and `litefs
+//! restore` both rebuild the database byte for byte, at the newest
+//! position, at an earlier TXID and at a time; `litefs restore` rebuilds a
+//! replica written by the real `litestream replicate`; broken backups are
+//! refused with the file named.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use litefs_fuse_tests::cluster::{pos_of, read_file, require_fuse, run_bounded, sql};
+use litefs_fuse_tests::{litefs_bin, tool, Node};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+fn litestream() -> Option<PathBuf> {
+    tool("LITESTREAM_BIN", "litestream")
+}
+
+/// The newest TXID the replica directory `root` holds.
+fn backup_txid(root: &Path) -> u64 {
+    let mut max = 0;
+    for level in 0..=9 {
+        let Ok(rd) = std::fs::read_dir(root.join("ltx").join(level.to_string())) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(m) = name
+                .strip_suffix(".ltx")
+                .and_then(|s| s.split_once('-'))
+                .and_then(|(_, b)| u64::from_str_radix(b, 16).ok())
+            {
+                max = max.max(m);
+            }
+        }
+    }
+    max
+}
+
+fn txid_of(pos: &str) -> u64 {
+    u64::from_str_radix(pos.split('/').next().unwrap(), 16).unwrap()
+}
+
+/// Waits until the backup of `db` reaches the primary's position.
+fn wait_backup(n: &Node, root: &Path, db: &str) -> u64 {
+    let want = txid_of(&pos_of(n, db));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while backup_txid(root) < want {
+        assert!(
+            Instant::now() < deadline,
+            "the backup stayed at {:x}, the primary is at {want:x}\n{}",
+            backup_txid(root),
+            n.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    want
+}
+
+/// The database as a restore must produce it: WAL folded in.
+fn image(n: &Node, db: &str) -> Vec<u8> {
+    sql(&n.path(db), "PRAGMA wal_checkpoint(TRUNCATE);");
+    read_file(&n.path(db)).unwrap()
+}
+
+fn litefs_restore(root: &Path, out: &Path, args: &[&str]) -> std::process::Output {
+    run_bounded(
+        Command::new(litefs_bin())
+            .arg("restore")
+            .arg("-o")
+            .arg(out)
+            .args(args)
+            .arg(root),
+        Duration::from_secs(60),
+    )
+}
+
+fn litestream_restore(ls: &Path, root: &Path, out: &Path, args: &[&str]) -> std::process::Output {
+    run_bounded(
+        Command::new(ls)
+            .arg("restore")
+            .arg("-o")
+            .arg(out)
+            .args(["-integrity-check", "full"])
+            .args(args)
+            .arg(format!("file://{}", root.display())),
+        Duration::from_secs(60),
+    )
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// Random-ish writes: inserts, updates, deletes, one transaction each.
+fn workload(n: &Node, db: &str, batch: u32, txs: u32) {
+    let mut s = String::new();
+    for i in 0..txs {
+        let k = batch * 1000 + i;
+        s.push_str(&format!(
+            "INSERT INTO t(k, v) VALUES ({k}, randomblob({}));\n",
+            50 + (k * 37) % 3000
+        ));
+        if i % 3 == 0 {
+            s.push_str(&format!(
+                "UPDATE t SET v = randomblob(200) WHERE k % 7 = {};\n",
+                i % 7
+            ));
+        }
+        if i % 5 == 0 {
+            s.push_str(&format!("DELETE FROM t WHERE k % 11 = {};\n", i % 11));
+        }
+    }
+    sql(&n.path(db), &s);
+}
+
+#[test]
+fn backups_restore_with_litestream_and_litefs_at_any_point() {
+    if !require_fuse() {
+        return;
+    }
+    let Some(ls) = litestream() else { return };
+    let bk = tempfile::tempdir().unwrap();
+    let n = Node::start(&format!(
+        "backup:\n  type: file\n  path: {}\n  sync-interval: 100ms\n",
+        bk.path().display()
+    ));
+    let db = "app.db";
+    let root = bk.path().join(db);
+    sql(
+        &n.path(db),
+        "PRAGMA journal_mode=WAL; CREATE TABLE t(id INTEGER PRIMARY KEY, k INTEGER, v BLOB);",
+    );
+    workload(&n, db, 1, 60);
+    let t1 = wait_backup(&n, &root, db);
+    let img1 = image(&n, db);
+    let time1 = SystemTime::now();
+    std::thread::sleep(Duration::from_millis(1100));
+    // Three syncs' worth (level-0 files to break below).
+    for chunk in 0..3 {
+        workload(&n, db, 2 + chunk, 20);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let t2 = wait_backup(&n, &root, db);
+    let img2 = image(&n, db);
+    assert!(t2 > t1);
+
+    let out = tempfile::tempdir().unwrap();
+    let check = |name: &str, o: std::process::Output, want: &[u8], what: &str| {
+        assert!(
+            o.status.success(),
+            "{what}: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let got = std::fs::read(out.path().join(name)).unwrap();
+        assert!(
+            got == want,
+            "{what}: {} bytes restored, not byte-identical to the {} expected",
+            got.len(),
+            want.len()
+        );
+    };
+    let p = |name: &str| out.path().join(name);
+    check(
+        "ls-latest.db",
+        litestream_restore(&ls, &root, &p("ls-latest.db"), &[]),
+        &img2,
+        "litestream restore (latest)",
+    );
+    check(
+        "lf-latest.db",
+        litefs_restore(&root, &p("lf-latest.db"), &[]),
+        &img2,
+        "litefs restore (latest)",
+    );
+    let t1hex = format!("{t1:016x}");
+    check(
+        "ls-txid.db",
+        litestream_restore(&ls, &root, &p("ls-txid.db"), &["-txid", &t1hex]),
+        &img1,
+        "litestream restore -txid",
+    );
+    check(
+        "lf-txid.db",
+        litefs_restore(&root, &p("lf-txid.db"), &["-txid", &t1hex]),
+        &img1,
+        "litefs restore -txid",
+    );
+    let ts = rfc3339(time1);
+    check(
+        "ls-time.db",
+        litestream_restore(&ls, &root, &p("ls-time.db"), &["-timestamp", &ts]),
+        &img1,
+        "litestream restore -timestamp",
+    );
+    check(
+        "lf-time.db",
+        litefs_restore(&root, &p("lf-time.db"), &["-timestamp", &ts]),
+        &img1,
+        "litefs restore -timestamp",
+    );
+    eprintln!("restored TXIDs {t1:x} and {t2:x} byte for byte with both tools");
+
+    // Broken backups: a missing file, a flipped byte.
+    let broken = tempfile::tempdir().unwrap();
+    let copy = broken.path().join("db");
+    Command::new("cp")
+        .arg("-a")
+        .arg(&root)
+        .arg(&copy)
+        .status()
+        .unwrap();
+    let mut l0: Vec<PathBuf> = std::fs::read_dir(copy.join("ltx/0"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    l0.sort();
+    assert!(l0.len() >= 3, "want several level-0 files: {l0:?}");
+    std::fs::remove_file(&l0[1]).unwrap();
+    let o = litefs_restore(&copy, &p("gap.db"), &[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "restored across a gap");
+    let next = l0[2].file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        err.contains(&next) && err.contains("missing"),
+        "unclear gap error: {err}"
+    );
+    assert!(!p("gap.db").exists());
+    std::fs::remove_dir_all(&copy).unwrap();
+    Command::new("cp")
+        .arg("-a")
+        .arg(&root)
+        .arg(&copy)
+        .status()
+        .unwrap();
+    let victim = copy.join("ltx/0").join(l0[1].file_name().unwrap());
+    let mut b = std::fs::read(&victim).unwrap();
+    let at = b.len() / 2;
+    b[at] ^= 0x40;
+    std::fs::write(&victim, b).unwrap();
+    let o = litefs_restore(&copy, &p("flip.db"), &[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "restored from a corrupted file");
+    assert!(
+        err.contains(&*victim.to_string_lossy()),
+        "the corrupted file is not named: {err}"
+    );
+    assert!(!p("flip.db").exists());
+}
+
+#[test]
+fn litefs_restores_what_litestream_replicated() {
+    let Some(ls) = litestream() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src.db");
+    let replica = dir.path().join("replica");
+    let sq = |sql: &str| {
+        let o = Command::new("sqlite3").arg(&src).arg(sql).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    sq(
+        "PRAGMA journal_mode=WAL; CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB);
+        WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM c WHERE i<500)
+        INSERT INTO t SELECT i, randomblob(i % 700) FROM c;",
+    );
+    let config = dir.path().join("litestream.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "dbs:\n  - path: {}\n    replica:\n      type: file\n      path: {}\n      sync-interval: 200ms\n",
+            src.display(),
+            replica.display()
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("litestream.log");
+    let f = std::fs::File::create(&log).unwrap();
+    let mut child = Command::new(&ls)
+        .args(["replicate", "-config"])
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(f.try_clone().unwrap())
+        .stderr(f)
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    for b in 0..4 {
+        sq(&format!(
+            "BEGIN IMMEDIATE; INSERT INTO t(v) VALUES (randomblob(4000)); UPDATE t SET v = randomblob(10) WHERE id % 13 = {b}; DELETE FROM t WHERE id % 17 = {b}; COMMIT;"
+        ));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    // SAFETY: a signal to our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "litestream did not stop:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    sq("PRAGMA wal_checkpoint(TRUNCATE);");
+    let want = std::fs::read(&src).unwrap();
+    let out = dir.path().join("restored.db");
+    let o = litefs_restore(&replica, &out, &[]);
+    assert!(
+        o.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&o.stderr),
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let got = std::fs::read(&out).unwrap();
+    assert!(
+        got == want,
+        "litefs restore of a litestream replica: {} bytes, source {} bytes, not identical",
+        got.len(),
+        want.len()
+    );
+}
+
+#[test]
+fn an_unwritable_backup_path_stops_the_mount_with_a_clear_error() {
+    if !require_fuse() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let cfg = dir.path().join("litefs.yml");
+    std::fs::create_dir_all(dir.path().join("mnt")).unwrap();
+    std::fs::write(
+        &cfg,
+        format!(
+            "fuse:\n  dir: {0}/mnt\ndata:\n  dir: {0}/data\nhttp:\n  addr: \"127.0.0.1:0\"\nlease:\n  type: static\n  candidate: true\nbackup:\n  type: file\n  path: {1}/sub\n",
+            dir.path().display(),
+            file.display()
+        ),
+    )
+    .unwrap();
+    let o = run_bounded(
+        Command::new(litefs_bin())
+            .arg("mount")
+            .arg("-config")
+            .arg(&cfg),
+        Duration::from_secs(30),
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "mounted with an unusable backup path");
+    assert!(
+        err.contains("backup.path"),
+        "the setting is not named: {err}"
+    );
+    assert!(
+        !litefs_fuse_tests::is_mounted(&dir.path().join("mnt")),
+        "left a mount behind"
+    );
+}
