@@ -144,6 +144,23 @@ fn backups_restore_with_litestream_and_litefs_at_any_point() {
     let t2 = wait_backup(&n, &root, db);
     let img2 = image(&n, db);
     assert!(t2 > t1);
+    let m = litefs_fuse_tests::consul::http_request(
+        &n.url,
+        "GET",
+        "/metrics",
+        b"",
+        Duration::from_secs(10),
+    )
+    .unwrap()
+    .1;
+    assert!(
+        m.contains(&format!("litefs_backup_txid{{db=\"{db}\"}} {t2}\n")),
+        "the backup position is not in /metrics:\n{m}"
+    );
+    assert!(
+        m.contains(&format!("litefs_backup_lag_txids{{db=\"{db}\"}} 0\n")),
+        "{m}"
+    );
 
     let out = tempfile::tempdir().unwrap();
     let check = |name: &str, o: std::process::Output, want: &[u8], what: &str| {

@@ -104,7 +104,7 @@ pub(crate) fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
         "mounted"
     );
     let running = crate::node::Running::start(&config, store.clone(), mounted.fence(), node_id)?;
-    let backup = spawn_backup(&config, store.clone(), mounted.fence())?;
+    let backup = spawn_backup(&config, store.clone(), mounted.fence(), &running)?;
 
     let stop = Arc::new(AtomicBool::new(false));
     let retention = spawn_retention(
@@ -258,6 +258,7 @@ fn spawn_backup(
     config: &Config,
     store: Arc<Store>,
     fence: Arc<dyn litefs_store::Fence>,
+    running: &crate::node::Running,
 ) -> anyhow::Result<Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>> {
     use crate::config::BackupType;
     match config.backup.kind {
@@ -269,14 +270,16 @@ fn spawn_backup(
         BackupType::File => {}
     }
     let path = config.backup.path.clone();
-    let backup = litefs_backup::Backup::new(
+    let backup = Arc::new(litefs_backup::Backup::new(
         store,
         fence,
         litefs_backup::BackupOptions {
             path: path.clone(),
             interval: config.backup.sync_interval.max(Duration::from_millis(10)),
         },
-    );
+    ));
+    let b2 = backup.clone();
+    running.add_metrics(Arc::new(move || b2.exposition()));
     tracing::info!(path = %path.display(), interval_ms = config.backup.sync_interval.as_millis() as u64, "backup on (Litestream 0.5 layout)");
     let stop = Arc::new(AtomicBool::new(false));
     let s2 = stop.clone();

@@ -21,6 +21,7 @@ pub(crate) struct Running {
     proxy: Option<tokio::task::JoinHandle<()>>,
     failed: Arc<AtomicBool>,
     parked: ParkedWriters,
+    node: Arc<Node>,
 }
 
 /// The bearer token: `http.auth-token`, else `LITEFS_AUTH_TOKEN`.
@@ -136,7 +137,7 @@ fn start_proxy(
     });
     let proxy = Arc::new(litefs_proxy::Proxy::new(store, opts, Some(find)));
     let stats = proxy.stats();
-    node.set_extra_metrics(Arc::new(move || stats.exposition()));
+    node.add_extra_metrics(Arc::new(move || stats.exposition()));
     Ok(runtime.spawn(async move {
         if let Err(e) = litefs_proxy::serve(listener, proxy, stop).await {
             tracing::error!(error = %e, "proxy failed");
@@ -286,7 +287,13 @@ impl Running {
             server,
             failed,
             parked,
+            node,
         })
+    }
+
+    /// Adds Prometheus text to `/metrics` (the backup's position).
+    pub(crate) fn add_metrics(&self, f: litefs_http::ExtraMetrics) {
+        self.node.add_extra_metrics(f);
     }
 
     /// Whether the node hit a condition it cannot run with (it belongs to

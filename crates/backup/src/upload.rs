@@ -29,6 +29,8 @@ pub struct Backup {
     opts: BackupOptions,
     /// The newest TXID in each database's replica, as far as we know.
     have: Mutex<HashMap<String, Txid>>,
+    /// When each database's backup last caught up with it.
+    synced: Mutex<HashMap<String, std::time::Instant>>,
 }
 
 impl std::fmt::Debug for Backup {
@@ -46,7 +48,51 @@ impl Backup {
             fence,
             opts,
             have: Mutex::new(HashMap::new()),
+            synced: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// `/metrics` text: per database, the backup's TXID, and how far it
+    /// is behind this node in TXIDs and in seconds (since it last caught
+    /// up). Empty on a node that is not writing the backup.
+    pub fn exposition(&self) -> String {
+        if !self.store.role().is_primary() {
+            return String::new();
+        }
+        let mut txid = String::new();
+        let mut lag = String::new();
+        let mut secs = String::new();
+        for db in self.store.dbs() {
+            let name = db.name().replace('\\', "\\\\").replace('"', "\\\"");
+            let Some(have) = self.position(db.name()) else {
+                continue;
+            };
+            let behind = db.pos().txid.0.saturating_sub(have.0);
+            let age = if behind == 0 {
+                0.0
+            } else {
+                self.synced
+                    .lock()
+                    .ok()
+                    .and_then(|s| s.get(db.name()).map(|t| t.elapsed().as_secs_f64()))
+                    .unwrap_or(f64::NAN)
+            };
+            txid.push_str(&format!("litefs_backup_txid{{db=\"{name}\"}} {}\n", have.0));
+            lag.push_str(&format!(
+                "litefs_backup_lag_txids{{db=\"{name}\"}} {behind}\n"
+            ));
+            secs.push_str(&format!(
+                "litefs_backup_lag_seconds{{db=\"{name}\"}} {age}\n"
+            ));
+        }
+        if txid.is_empty() {
+            return String::new();
+        }
+        format!(
+            "# HELP litefs_backup_txid Newest TXID in the backup.\n# TYPE litefs_backup_txid gauge\n{txid}\
+             # HELP litefs_backup_lag_txids Transactions this primary has that the backup does not.\n# TYPE litefs_backup_lag_txids gauge\n{lag}\
+             # HELP litefs_backup_lag_seconds Seconds since the backup last caught up, while it is behind.\n# TYPE litefs_backup_lag_seconds gauge\n{secs}"
+        )
     }
 
     /// The replica directory of `db`.
@@ -73,6 +119,7 @@ impl Backup {
         let pos = db.capture_committed()?;
         if pos.txid <= have {
             self.set(&name, have);
+            self.caught_up(&name);
             return Ok(have);
         }
         let mut files: Vec<Vec<u8>> = Vec::new();
@@ -106,7 +153,16 @@ impl Backup {
         let path = replica.write(level, &header, &bytes)?;
         tracing::debug!(db = %name, file = %path.display(), level, "backed up");
         self.set(&name, header.max_txid);
+        if header.max_txid >= pos.txid {
+            self.caught_up(&name);
+        }
         Ok(header.max_txid)
+    }
+
+    fn caught_up(&self, db: &str) {
+        if let Ok(mut s) = self.synced.lock() {
+            s.insert(db.to_owned(), std::time::Instant::now());
+        }
     }
 
     fn set(&self, db: &str, t: Txid) {

@@ -60,7 +60,7 @@ pub struct Node {
     /// `halt`), as NDJSON lines.
     events: tokio::sync::broadcast::Sender<bytes::Bytes>,
     /// More Prometheus text for `/metrics` (the proxy's counters).
-    extra_metrics: RwLock<Option<ExtraMetrics>>,
+    extra_metrics: RwLock<Vec<ExtraMetrics>>,
 }
 
 /// Renders more Prometheus text for `/metrics`.
@@ -267,7 +267,7 @@ impl Node {
             control: Mutex::new(None),
             halts: Default::default(),
             events: tokio::sync::broadcast::channel(1024).0,
-            extra_metrics: RwLock::new(None),
+            extra_metrics: RwLock::new(Vec::new()),
         })
     }
 
@@ -357,18 +357,16 @@ impl Node {
     }
 
     /// Adds `f`'s Prometheus text to every `/metrics` answer.
-    pub fn set_extra_metrics(&self, f: ExtraMetrics) {
+    pub fn add_extra_metrics(&self, f: ExtraMetrics) {
         if let Ok(mut m) = self.extra_metrics.write() {
-            *m = Some(f);
+            m.push(f);
         }
     }
 
     /// The extra Prometheus text, if any.
     pub(crate) fn extra_metrics(&self) -> Option<String> {
-        self.extra_metrics
-            .read()
-            .ok()
-            .and_then(|m| m.as_ref().map(|f| f()))
+        let m = self.extra_metrics.read().ok()?;
+        (!m.is_empty()).then(|| m.iter().map(|f| f()).collect())
     }
 
     /// A receiver of [`Node::emit`]'s events.
