@@ -379,3 +379,46 @@ fn an_unwritable_backup_path_stops_the_mount_with_a_clear_error() {
         "left a mount behind"
     );
 }
+
+/// An empty node (data wiped) with a backup comes back from it before it
+/// takes its first write, at the backup's TXID, and the backup then goes
+/// on from there without a new snapshot.
+#[test]
+fn an_empty_node_restores_from_its_backup_on_start() {
+    if !require_fuse() {
+        return;
+    }
+    let bk = tempfile::tempdir().unwrap();
+    let mut n = Node::start(&format!(
+        "backup:\n  type: file\n  path: {}\n  sync-interval: 100ms\n",
+        bk.path().display()
+    ));
+    let db = "app.db";
+    let root = bk.path().join(db);
+    sql(
+        &n.path(db),
+        "PRAGMA journal_mode=WAL; CREATE TABLE t(id INTEGER PRIMARY KEY, k INTEGER, v BLOB);",
+    );
+    workload(&n, db, 1, 40);
+    let t = wait_backup(&n, &root, db);
+    let want = image(&n, db);
+    assert!(n.stop().is_some_and(|s| s.success()), "{}", n.log_text());
+    std::fs::remove_dir_all(&n.data).unwrap();
+    n.spawn();
+    assert_eq!(txid_of(&pos_of(&n, db)), t, "{}", n.log_text());
+    assert!(
+        read_file(&n.path(db)).unwrap() == want,
+        "the restored database differs"
+    );
+    assert!(n.log_text().contains("restored from the backup on start"));
+    sql(&n.path(db), "INSERT INTO t(k, v) VALUES (-1, 'after');");
+    let t2 = wait_backup(&n, &root, db);
+    assert_eq!(t2, t + 1);
+    let next = root
+        .join("ltx/0")
+        .join(format!("{:016x}-{:016x}.ltx", t + 1, t + 1));
+    assert!(
+        next.exists(),
+        "the backup did not continue with a level-0 file: {next:?}"
+    );
+}

@@ -55,7 +55,13 @@ pub(crate) fn init_role(config: &Config, store: &Store) -> anyhow::Result<()> {
     let role = store.role();
     role.set_candidate(config.lease.candidate);
     match config.lease.kind {
-        Some(LeaseType::Static) if config.lease.candidate => role.become_primary(),
+        // With a backup, the election makes it primary once it has restored
+        // an empty node from the backup (before any write).
+        Some(LeaseType::Static)
+            if config.lease.candidate && config.backup.kind != crate::config::BackupType::File =>
+        {
+            role.become_primary()
+        }
         Some(LeaseType::Static) | Some(LeaseType::Consul) => role.become_replica(None),
         None => bail!("lease.type is required"),
     }
@@ -85,6 +91,30 @@ fn identity(config: &Config, port: Option<u16>) -> (String, String) {
         }
     }
     (hostname, url)
+}
+
+/// With `backup.type: file`: before each term as primary, a node with no
+/// database at all rebuilds every database the backup holds (an empty
+/// cluster comes back from its backup before its first write).
+fn restore_on_start(
+    config: &Config,
+    store: &Arc<Store>,
+    node: &Arc<Node>,
+) -> Option<litefs_http::BeforePrimary> {
+    if config.backup.kind != crate::config::BackupType::File {
+        return None;
+    }
+    let (store, fence) = (store.clone(), node.fence.clone());
+    let (backup, scratch) = (config.backup.path.clone(), config.data.dir.clone());
+    Some(Arc::new(move || {
+        litefs_backup::restore_empty(&store, fence.as_ref(), &backup, &scratch)
+            .map(|done| {
+                if !done.is_empty() {
+                    tracing::info!(dbs = done.len(), backup = %backup.display(), "restored from the backup before taking writes");
+                }
+            })
+            .map_err(|e| format!("restore from backup.path {}: {e}", backup.display()))
+    }))
 }
 
 /// The URL other nodes reach this node's proxy at: `proxy.addr`, with
@@ -266,6 +296,7 @@ impl Running {
             ElectionOptions {
                 reconnect_delay: config.lease.reconnect_delay,
                 demote_delay: config.lease.demote_delay,
+                before_primary: restore_on_start(config, &store, &node),
             },
             rx,
         );

@@ -21,7 +21,7 @@ mod upload;
 
 pub use convert::v1_to_v3;
 pub use layout::{FileReplica, ReplicaFile, SNAPSHOT_LEVEL};
-pub use restore::{restore, RestoreTarget, Restored};
+pub use restore::{restore, restore_empty, RestoreTarget, Restored};
 pub use upload::{Backup, BackupOptions};
 
 use std::path::PathBuf;

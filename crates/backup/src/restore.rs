@@ -159,3 +159,69 @@ fn write_chain(chain: &[ReplicaFile], tmp: &Path) -> Result<(), BackupError> {
     out.sync_all().at(tmp)?;
     Ok(())
 }
+
+/// Restore on start: when this node has no database at all and `backup`
+/// (a `backup.path`) holds some, rebuilds each into `store` at the
+/// backup's newest TXID (so the backup continues from there), using
+/// `scratch` for the files being rebuilt. Returns what was restored.
+pub fn restore_empty(
+    store: &litefs_store::Store,
+    fence: &dyn litefs_store::Fence,
+    backup: &Path,
+    scratch: &Path,
+) -> Result<Vec<(String, Txid)>, BackupError> {
+    if !store.dbs().is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut found = Vec::new();
+    replica_dirs(backup, backup, &mut found)?;
+    found.sort();
+    let mut done = Vec::new();
+    for name in found {
+        let root = backup.join(&name);
+        let tmp = scratch.join(".restore-on-start.db");
+        let _ = std::fs::remove_file(&tmp);
+        let r = restore(&root, &tmp, RestoreTarget::Latest)?;
+        let image = std::fs::read(&tmp).at(&tmp)?;
+        let _ = std::fs::remove_file(&tmp);
+        for dir in parents(&name) {
+            if !store.dir_exists(&dir) {
+                store.mkdir(&dir)?;
+            }
+        }
+        let pos = store.restore(&name, &image, r.txid, fence)?;
+        tracing::info!(db = %name, pos = %pos, files = r.files.len(), "restored from the backup on start");
+        done.push((name, r.txid));
+    }
+    Ok(done)
+}
+
+/// `a/b/c` -> `a`, `a/b`.
+fn parents(name: &str) -> Vec<String> {
+    let parts: Vec<&str> = name.split('/').collect();
+    (1..parts.len()).map(|i| parts[..i].join("/")).collect()
+}
+
+/// Database names (paths relative to `base`) of the replica directories
+/// under `dir`: those holding an `ltx` directory.
+fn replica_dirs(base: &Path, dir: &Path, out: &mut Vec<String>) -> Result<(), BackupError> {
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).at(dir),
+    };
+    for entry in rd {
+        let entry = entry.at(dir)?;
+        let path = entry.path();
+        if !entry.file_type().at(&path)?.is_dir() || entry.file_name() == "ltx" {
+            continue;
+        }
+        if path.join("ltx").is_dir() {
+            if let Some(rel) = path.strip_prefix(base).ok().and_then(|p| p.to_str()) {
+                out.push(rel.to_owned());
+            }
+        }
+        replica_dirs(base, &path, out)?;
+    }
+    Ok(())
+}

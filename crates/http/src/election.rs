@@ -32,9 +32,14 @@ const RENEW_RETRY: Duration = Duration::from_secs(1);
 /// A static lease's renewals: never needed; wake up now and then anyway.
 const MAX_RENEW_PERIOD: Duration = Duration::from_secs(3600);
 
+/// Runs (blocking) each time this node is about to become the primary,
+/// before it accepts a write: restoring an empty cluster from its backup.
+/// An error keeps the node from becoming primary this time.
+pub type BeforePrimary = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+
 /// Timing of the election loop (`lease.reconnect-delay`,
-/// `lease.demote-delay`).
-#[derive(Debug, Clone, Copy)]
+/// `lease.demote-delay`), and what runs before a term as primary.
+#[derive(Clone)]
 pub struct ElectionOptions {
     /// Wait after a failed stream or lease request (doubling up to 16x
     /// while failures repeat).
@@ -42,6 +47,18 @@ pub struct ElectionOptions {
     /// After handing its lease off, how long a node waits before it tries
     /// to take the lease again.
     pub demote_delay: Duration,
+    /// See [`BeforePrimary`].
+    pub before_primary: Option<BeforePrimary>,
+}
+
+impl std::fmt::Debug for ElectionOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ElectionOptions")
+            .field("reconnect_delay", &self.reconnect_delay)
+            .field("demote_delay", &self.demote_delay)
+            .field("before_primary", &self.before_primary.is_some())
+            .finish()
+    }
 }
 
 /// Why the election loop stopped for good.
@@ -314,6 +331,17 @@ impl Election {
         if let Err(e) = self.claim_cluster().await {
             let _ = tokio::time::timeout(SETTLE_LIMIT, lease.release()).await;
             return Err(e);
+        }
+        if let Some(f) = self.opts.before_primary.clone() {
+            let r = tokio::task::spawn_blocking(move || f())
+                .await
+                .unwrap_or_else(|e| Err(e.to_string()));
+            if let Err(e) = r {
+                tracing::error!(error = %e, "not becoming the primary: preparing failed; giving the lease up");
+                let _ = tokio::time::timeout(SETTLE_LIMIT, lease.release()).await;
+                self.hold_off_until = Some(Instant::now() + self.opts.demote_delay);
+                return Ok(LeadEnd::SteppedDown { handed_off: false });
+            }
         }
         let node = self.node.clone();
         let role = node.store.role();

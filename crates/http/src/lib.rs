@@ -23,7 +23,7 @@ mod transfer;
 pub mod wire;
 
 pub use debug::set_debug_endpoints;
-pub use election::{Election, ElectionError, ElectionOptions, ParkedWriters};
+pub use election::{BeforePrimary, Election, ElectionError, ElectionOptions, ParkedWriters};
 pub use follow::{request_handoff, FollowEnd, FollowError, Follower};
 pub use halt::{HaltClient, HALT_TTL};
 pub use node::{

@@ -343,13 +343,39 @@ impl Store {
         let db = self.create_db(name)?;
         let mut tries = 0;
         loop {
-            let ltx = db.import_ltx(image, page_size)?;
+            let ltx = db.import_ltx(image, page_size, None)?;
             match db.apply_files(&[&ltx], fence, true) {
                 Ok(Applied::At(pos)) => return Ok(pos),
                 Ok(Applied::Own) => return Ok(db.pos()),
                 Err(StoreError::NotContiguous { .. }) if tries < 5 => tries += 1,
                 Err(e) => return Err(e),
             }
+        }
+    }
+
+    /// Restores database `name`, which must not exist yet (or be empty), as
+    /// `image` at TXID `txid`: one snapshot LTX file spanning TXIDs 1 to
+    /// `txid`, so a backup taken up to `txid` continues from it.
+    pub fn restore(
+        &self,
+        name: &str,
+        image: &[u8],
+        txid: litefs_ltx::Txid,
+        fence: &dyn Fence,
+    ) -> Result<Pos, StoreError> {
+        validate_db_name(name)?;
+        let page_size = check_image(name, image)?;
+        let db = self.create_db(name)?;
+        if db.pos().txid.0 != 0 {
+            return Err(StoreError::InvalidImport {
+                db: name.to_owned(),
+                reason: format!("already at {}; restore only creates databases", db.pos()),
+            });
+        }
+        let ltx = db.import_ltx(image, page_size, Some(txid))?;
+        match db.apply_files(&[&ltx], fence, true)? {
+            Applied::At(pos) => Ok(pos),
+            Applied::Own => Ok(db.pos()),
         }
     }
 

@@ -576,16 +576,25 @@ impl Db {
 
     /// Builds the LTX file that turns this database into `image` (a whole
     /// SQLite database file, already validated) as its next transaction.
-    pub(crate) fn import_ltx(&self, image: &[u8], page_size: u32) -> Result<Vec<u8>, StoreError> {
+    pub(crate) fn import_ltx(
+        &self,
+        image: &[u8],
+        page_size: u32,
+        at: Option<Txid>,
+    ) -> Result<Vec<u8>, StoreError> {
         let pos = self.pos();
         let commit = (image.len() / page_size as usize) as u32;
         let snapshot = pos.txid.0 == 0;
+        let max = match at {
+            Some(t) if snapshot => t,
+            _ => Txid(pos.txid.0 + 1),
+        };
         let header = Header {
             flags: self.ltx_flags(),
             page_size,
             commit,
             min_txid: Txid(if snapshot { 1 } else { pos.txid.0 + 1 }),
-            max_txid: Txid(pos.txid.0 + 1),
+            max_txid: max,
             timestamp: now_ms(),
             pre_apply_checksum: if snapshot {
                 Checksum(0)
