@@ -453,6 +453,8 @@ mod tests {
             apply_time: Duration::from_millis(1500),
             apply_errors: 1,
             refused_writes: 6,
+            halts: 2,
+            forwarded: 12,
             lag: Some(Duration::from_millis(250)),
             ..DbCounters::default()
         };
@@ -497,6 +499,8 @@ mod tests {
             ("litefs_db_apply_seconds", "counter", 1.5),
             ("litefs_db_apply_error_count", "counter", 1.0),
             ("litefs_db_refused_write_count", "counter", 6.0),
+            ("litefs_db_halt_count", "counter", 2.0),
+            ("litefs_db_forwarded_tx_count", "counter", 12.0),
         ];
         for (name, kind, v) in want {
             assert_eq!(m[name].0, kind, "{name}");
