@@ -166,6 +166,27 @@ impl Agent {
     pub fn pause(&mut self) {
         self.signal(libc::SIGSTOP);
         self.paused = true;
+        // kill(2) returns before every thread has stopped: wait until they
+        // all have (state `T` in /proc), at most 2 s.
+        if let Some(c) = &self.child {
+            let tasks = format!("/proc/{}/task", c.id());
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while Instant::now() < deadline {
+                let all_stopped = std::fs::read_dir(&tasks).is_ok_and(|rd| {
+                    rd.flatten().all(|t| {
+                        std::fs::read_to_string(t.path().join("stat")).is_ok_and(|st| {
+                            st.rsplit_once(')')
+                                .and_then(|(_, rest)| rest.split_whitespace().next())
+                                .is_some_and(|state| state == "T" || state == "t")
+                        })
+                    })
+                });
+                if all_stopped {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
     }
 
     /// Lets a paused agent run again (SIGCONT).

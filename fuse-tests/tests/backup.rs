@@ -92,6 +92,23 @@ fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
+/// A primary backing up to a new directory every 100 ms, with `app.db`
+/// (WAL) created: the directory, the node, the database, its replica.
+fn backed_up_node() -> (tempfile::TempDir, Node, &'static str, PathBuf) {
+    let bk = tempfile::tempdir().unwrap();
+    let n = Node::start(&format!(
+        "backup:\n  type: file\n  path: {}\n  sync-interval: 100ms\n",
+        bk.path().display()
+    ));
+    let db = "app.db";
+    let root = bk.path().join(db);
+    sql(
+        &n.path(db),
+        "PRAGMA journal_mode=WAL; CREATE TABLE t(id INTEGER PRIMARY KEY, k INTEGER, v BLOB);",
+    );
+    (bk, n, db, root)
+}
+
 /// Random-ish writes: inserts, updates, deletes, one transaction each.
 fn workload(n: &Node, db: &str, batch: u32, txs: u32) {
     let mut s = String::new();
@@ -120,17 +137,7 @@ fn backups_restore_with_litestream_and_litefs_at_any_point() {
         return;
     }
     let Some(ls) = litestream() else { return };
-    let bk = tempfile::tempdir().unwrap();
-    let n = Node::start(&format!(
-        "backup:\n  type: file\n  path: {}\n  sync-interval: 100ms\n",
-        bk.path().display()
-    ));
-    let db = "app.db";
-    let root = bk.path().join(db);
-    sql(
-        &n.path(db),
-        "PRAGMA journal_mode=WAL; CREATE TABLE t(id INTEGER PRIMARY KEY, k INTEGER, v BLOB);",
-    );
+    let (_bk, n, db, root) = backed_up_node();
     workload(&n, db, 1, 60);
     let t1 = wait_backup(&n, &root, db);
     let img1 = image(&n, db);
@@ -388,17 +395,7 @@ fn an_empty_node_restores_from_its_backup_on_start() {
     if !require_fuse() {
         return;
     }
-    let bk = tempfile::tempdir().unwrap();
-    let mut n = Node::start(&format!(
-        "backup:\n  type: file\n  path: {}\n  sync-interval: 100ms\n",
-        bk.path().display()
-    ));
-    let db = "app.db";
-    let root = bk.path().join(db);
-    sql(
-        &n.path(db),
-        "PRAGMA journal_mode=WAL; CREATE TABLE t(id INTEGER PRIMARY KEY, k INTEGER, v BLOB);",
-    );
+    let (_bk, mut n, db, root) = backed_up_node();
     workload(&n, db, 1, 40);
     let t = wait_backup(&n, &root, db);
     let want = image(&n, db);

@@ -661,7 +661,11 @@ fn try_write_lock(file: &File, range: Range) -> std::io::Result<bool> {
 
 /// Tries an OFD lock of `kind` (`F_WRLCK` or `F_RDLCK`) on `range`;
 /// `false` when another holder conflicts.
-fn try_lock(file: &File, (start, len): Range, kind: libc::c_int) -> std::io::Result<bool> {
+pub(crate) fn try_lock(
+    file: &File,
+    (start, len): Range,
+    kind: libc::c_int,
+) -> std::io::Result<bool> {
     // SAFETY: `flock` is a plain C struct; all-zero is a valid value.
     let mut fl: libc::flock = unsafe { std::mem::zeroed() };
     fl.l_type = kind as libc::c_short;

@@ -266,20 +266,7 @@ fn has_waiter(id: LockId) -> bool {
 /// Takes (`F_WRLCK`) or drops (`F_UNLCK`) byte 72 on `file`'s description;
 /// false if another holder conflicts.
 fn lock(file: &File, kind: libc::c_int) -> std::io::Result<bool> {
-    let mut fl = flock(kind);
-    loop {
-        // SAFETY: valid descriptor and `flock` for the duration of the call.
-        let r = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &mut fl) };
-        if r == 0 {
-            return Ok(true);
-        }
-        let e = std::io::Error::last_os_error();
-        match e.raw_os_error() {
-            Some(libc::EAGAIN | libc::EACCES) => return Ok(false),
-            Some(libc::EINTR) => continue,
-            _ => return Err(e),
-        }
-    }
+    crate::fence::try_lock(file, (HALT_BYTE as u64, 1), kind)
 }
 
 /// Whether anyone else holds byte 72.
