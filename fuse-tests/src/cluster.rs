@@ -179,3 +179,25 @@ pub fn sql(db: &Path, sql: &str) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// The newest TXID a backup replica directory (`<backup.path>/<db>`, in
+/// Litestream's layout) holds; 0 when empty.
+pub fn backup_txid(root: &Path) -> u64 {
+    let mut max = 0;
+    for level in 0..=9 {
+        let Ok(rd) = std::fs::read_dir(root.join("ltx").join(level.to_string())) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(m) = name
+                .strip_suffix(".ltx")
+                .and_then(|s| s.split_once('-'))
+                .and_then(|(_, b)| u64::from_str_radix(b, 16).ok())
+            {
+                max = max.max(m);
+            }
+        }
+    }
+    max
+}

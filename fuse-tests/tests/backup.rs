@@ -6,7 +6,7 @@
 //! refused with the file named.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use litefs_fuse_tests::cluster::{pos_of, read_file, require_fuse, run_bounded, sql};
+use litefs_fuse_tests::cluster::{backup_txid, pos_of, read_file, require_fuse, run_bounded, sql};
 use litefs_fuse_tests::{litefs_bin, tool, Node};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -14,27 +14,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 fn litestream() -> Option<PathBuf> {
     tool("LITESTREAM_BIN", "litestream")
-}
-
-/// The newest TXID the replica directory `root` holds.
-fn backup_txid(root: &Path) -> u64 {
-    let mut max = 0;
-    for level in 0..=9 {
-        let Ok(rd) = std::fs::read_dir(root.join("ltx").join(level.to_string())) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if let Some(m) = name
-                .strip_suffix(".ltx")
-                .and_then(|s| s.split_once('-'))
-                .and_then(|(_, b)| u64::from_str_radix(b, 16).ok())
-            {
-                max = max.max(m);
-            }
-        }
-    }
-    max
 }
 
 fn txid_of(pos: &str) -> u64 {

@@ -1237,3 +1237,151 @@ fn lease_promote_takes_over_once_caught_up() {
     wait_same_pos(&second, &first, "db");
     same_bytes(&second, &first, "db");
 }
+
+/// The backup follows the primary: after a hand-off the new primary
+/// continues it (no new snapshot, nothing moved aside); after a fail-over
+/// to a node that never got the old primary's last transactions, those
+/// never stay in the backup: the new primary moves the old files aside and
+/// starts again from a snapshot of its own history. A restore at the end
+/// equals the new primary's database.
+#[test]
+fn backup_follows_the_primary_across_handoff_and_failover() {
+    let Some(agent) = setup() else { return };
+    let key = "litefs/backup-follows";
+    let bk = tempfile::tempdir().unwrap();
+    let backup = format!(
+        "backup:\n  type: file\n  path: {}\n  sync-interval: 100ms\n",
+        bk.path().display()
+    );
+    let start = |host: &str| {
+        let mut n = new_consul_node(&agent, key, host, true, "");
+        let mut text = std::fs::read_to_string(&n.config).unwrap();
+        text.push_str(&backup);
+        std::fs::write(&n.config, text).unwrap();
+        n.spawn();
+        n
+    };
+    let mut nodes = vec![start("node-1")];
+    wait_one_primary(&refs(&nodes), ELECTION);
+    nodes.push(start("node-2"));
+    let db = "app.db";
+    let root = bk.path().join(db);
+    let p = wait_one_primary(&refs(&nodes), ELECTION);
+    sql(
+        &nodes[p].path(db),
+        "PRAGMA journal_mode=WAL; CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);",
+    );
+    for i in 0..20 {
+        sql(
+            &nodes[p].path(db),
+            &format!("INSERT INTO t(v) VALUES ('a{i}');"),
+        );
+    }
+    let q = 1 - p;
+    wait_same_pos(&nodes[p], &nodes[q], db);
+    let wait_backup = |n: &Node| {
+        let want = u64::from_str_radix(pos_of(n, db).split('/').next().unwrap(), 16).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while litefs_fuse_tests::cluster::backup_txid(&root) < want {
+            assert!(
+                Instant::now() < deadline,
+                "backup stuck below {want:x}\n{}",
+                n.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        want
+    };
+    wait_backup(&nodes[p]);
+
+    // Hand-off: the new primary appends.
+    signal_node(&nodes[p], libc::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !info(&nodes[q].url).is_some_and(|i| i.is_primary) {
+        assert!(
+            Instant::now() < deadline,
+            "no hand-off\n{}",
+            logs(&refs(&nodes))
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = nodes[p].wait_exit(Duration::from_secs(20));
+    for i in 0..10 {
+        write_until_ok(
+            &nodes[q],
+            db,
+            &format!("INSERT INTO t(v) VALUES ('b{i}');"),
+            Duration::from_secs(10),
+        );
+    }
+    wait_backup(&nodes[q]);
+    assert!(
+        !root.join("retired").exists(),
+        "a hand-off restarted the backup\n{}",
+        nodes[q].log_text()
+    );
+    let snapshots = std::fs::read_dir(root.join("ltx/9")).unwrap().count();
+    assert_eq!(snapshots, 1, "a hand-off took a new snapshot");
+
+    // The old primary comes back as a replica, then misses the new
+    // primary's last transactions (stopped), which the backup gets.
+    nodes[p].spawn();
+    wait_same_pos(&nodes[q], &nodes[p], db);
+    signal_node(&nodes[p], libc::SIGSTOP);
+    for i in 0..10 {
+        sql(
+            &nodes[q].path(db),
+            &format!("INSERT INTO t(v) VALUES ('lost{i}');"),
+        );
+    }
+    wait_backup(&nodes[q]);
+    nodes[q].kill();
+    signal_node(&nodes[p], libc::SIGCONT);
+    let t = Instant::now();
+    let took = write_until_ok(
+        &nodes[p],
+        db,
+        "INSERT INTO t(v) VALUES ('c0');",
+        failover_limit(),
+    );
+    eprintln!(
+        "fail-over for the backup test: {:?} (first write after {took:?})",
+        t.elapsed()
+    );
+    // The backup is ahead of this node (the lost transactions): it must be
+    // moved aside and started again, not appended to.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !root.join("retired").exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the old primary's unreplicated files are still in the backup\n{}",
+            nodes[p].log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let want_txid = wait_backup(&nodes[p]);
+    let want = {
+        sql(&nodes[p].path(db), "PRAGMA wal_checkpoint(TRUNCATE);");
+        litefs_fuse_tests::cluster::read_file(&nodes[p].path(db)).unwrap()
+    };
+    let out = bk.path().join("restored.db");
+    let o = litefs_fuse_tests::cluster::run_bounded(
+        std::process::Command::new(litefs_fuse_tests::litefs_bin())
+            .arg("restore")
+            .arg("-o")
+            .arg(&out)
+            .arg(&root),
+        Duration::from_secs(60),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        std::fs::read(&out).unwrap() == want,
+        "the restore differs from the new primary at {want_txid:x}"
+    );
+    let rows = sql(&out, "SELECT count(*) FROM t WHERE v LIKE 'lost%';");
+    assert_eq!(
+        rows.trim(),
+        "0",
+        "unreplicated transactions of the killed primary are in the backup"
+    );
+}

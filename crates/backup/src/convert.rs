@@ -10,7 +10,9 @@ use std::path::PathBuf;
 /// its newest version, pages beyond the last file's commit size dropped.
 /// A first file starting at TXID 1 makes the result a snapshot (it must be
 /// a whole database). Every input is verified (file checksum) first.
-pub fn v1_to_v3(files: &[&[u8]]) -> Result<(Header, Vec<u8>), BackupError> {
+/// Also returns the last input's post-apply checksum (the node's rolling
+/// checksum at the result's last TXID; the v3 file carries none).
+pub fn v1_to_v3(files: &[&[u8]]) -> Result<(Header, Vec<u8>, Checksum), BackupError> {
     let bad = |source| BackupError::Ltx {
         path: PathBuf::from("(node LTX file)"),
         source,
@@ -18,6 +20,7 @@ pub fn v1_to_v3(files: &[&[u8]]) -> Result<(Header, Vec<u8>), BackupError> {
     let mut pages: BTreeMap<u32, Vec<u8>> = BTreeMap::new();
     let mut first: Option<Header> = None;
     let mut last: Option<Header> = None;
+    let mut post = Checksum(0);
     for &f in files {
         let mut dec = Decoder::new(f, Version::V1).map_err(bad)?;
         let h = *dec.header();
@@ -33,7 +36,7 @@ pub fn v1_to_v3(files: &[&[u8]]) -> Result<(Header, Vec<u8>), BackupError> {
         while let Some(p) = dec.next_page(&mut buf).map_err(bad)? {
             pages.insert(p.pgno, buf.clone());
         }
-        dec.finish().map_err(bad)?;
+        post = dec.finish().map_err(bad)?.post_apply_checksum;
         first.get_or_insert(h);
         last = Some(h);
     }
@@ -65,7 +68,7 @@ pub fn v1_to_v3(files: &[&[u8]]) -> Result<(Header, Vec<u8>), BackupError> {
         enc.encode_page(*pgno, data).map_err(enc_err)?;
     }
     let (bytes, _) = enc.finish(Checksum(0)).map_err(enc_err)?;
-    Ok((header, bytes))
+    Ok((header, bytes, post))
 }
 
 /// The TXID range of an LTX file's header, if it has one.

@@ -1,7 +1,7 @@
 //! Litestream 0.5's file-replica layout: `<root>/ltx/<level>/<name>.ltx`.
 
 use crate::{BackupError, IoCtx};
-use litefs_ltx::{format_file_name, parse_file_name, Header, Txid};
+use litefs_ltx::{format_file_name, parse_file_name, Checksum, Header, Pos, Txid};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -80,6 +80,61 @@ impl FileReplica {
     /// The newest TXID any file reaches, `None` for an empty replica.
     pub fn max_txid(&self) -> Result<Option<Txid>, BackupError> {
         Ok(self.files()?.iter().map(|f| f.max).max())
+    }
+
+    /// The sidecar naming the position (TXID and this node's rolling
+    /// checksum there) of the newest file written or being written:
+    /// `<root>/litefs-pos`, ours (Litestream looks only under `ltx/`). A
+    /// new primary continues the backup only if its own history has that
+    /// position, so it never appends to files of a history it lacks.
+    fn pos_path(&self) -> PathBuf {
+        self.root.join("litefs-pos")
+    }
+
+    /// The sidecar's position, if there is a readable one.
+    pub fn read_pos(&self) -> Option<Pos> {
+        let s = std::fs::read_to_string(self.pos_path()).ok()?;
+        let (t, c) = s.trim().split_once('/')?;
+        Some(Pos {
+            txid: Txid(u64::from_str_radix(t, 16).ok()?),
+            post_apply_checksum: Checksum(u64::from_str_radix(c, 16).ok()?),
+        })
+    }
+
+    /// Replaces the sidecar (temporary file, synced, renamed).
+    pub fn write_pos(&self, pos: Pos) -> Result<(), BackupError> {
+        std::fs::create_dir_all(&self.root).at(&self.root)?;
+        let path = self.pos_path();
+        let tmp = self.root.join(".litefs-pos.tmp");
+        {
+            let mut f = std::fs::File::create(&tmp).at(&tmp)?;
+            f.write_all(
+                format!("{:016x}/{:016x}\n", pos.txid.0, pos.post_apply_checksum.0).as_bytes(),
+            )
+            .at(&tmp)?;
+            f.sync_all().at(&tmp)?;
+        }
+        std::fs::rename(&tmp, &path).at(&path)
+    }
+
+    /// Moves every file of the replica aside (to `<root>/retired/<ms>/`,
+    /// where no restore looks) so a new history can start with a
+    /// snapshot; nothing is deleted. Returns where they went (`None` if
+    /// there was nothing).
+    pub fn retire(&self) -> Result<Option<PathBuf>, BackupError> {
+        let ltx = self.root.join("ltx");
+        if !ltx.exists() {
+            return Ok(None);
+        }
+        let ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
+        let dest = self.root.join("retired").join(ms.to_string());
+        std::fs::create_dir_all(&dest).at(&dest)?;
+        std::fs::rename(&ltx, dest.join("ltx")).at(&ltx)?;
+        let _ = std::fs::rename(self.pos_path(), dest.join("litefs-pos"));
+        Ok(Some(dest))
     }
 
     /// Writes `bytes` (an LTX file with `header`) at `level`: to a

@@ -4,7 +4,7 @@
 use crate::convert::{header_of, next_after, v1_to_v3};
 use crate::layout::{FileReplica, SNAPSHOT_LEVEL};
 use crate::BackupError;
-use litefs_ltx::Txid;
+use litefs_ltx::{Pos, Txid};
 use litefs_store::{Db, Fence, Store};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -112,9 +112,9 @@ impl Backup {
     pub fn sync_db(&self, db: &Db) -> Result<Txid, BackupError> {
         let name = db.name().to_owned();
         let replica = self.replica(&name);
-        let have = match self.position(&name) {
+        let mut have = match self.position(&name) {
             Some(t) => t,
-            None => replica.max_txid()?.unwrap_or(Txid(0)),
+            None => self.first_look(db, &replica)?,
         };
         let pos = db.capture_committed()?;
         if pos.txid <= have {
@@ -139,24 +139,75 @@ impl Backup {
                 None => continuous = false,
             }
         }
-        let (level, header, bytes) = if continuous && !files.is_empty() {
+        let (level, header, bytes, post) = if continuous && !files.is_empty() {
             let slices: Vec<&[u8]> = files.iter().map(Vec::as_slice).collect();
-            let (h, b) = v1_to_v3(&slices)?;
-            (0, h, b)
+            let (h, b, post) = v1_to_v3(&slices)?;
+            (0, h, b, post)
         } else {
             let Some((_, snap)) = db.snapshot_ltx(self.fence.as_ref())? else {
                 return Ok(have);
             };
-            let (h, b) = v1_to_v3(&[&snap])?;
-            (SNAPSHOT_LEVEL, h, b)
+            let (h, b, post) = v1_to_v3(&[&snap])?;
+            if have.0 > 0 && h.max_txid <= have {
+                // Cannot happen while the lineage check holds; never let
+                // a snapshot sit under newer files of another history.
+                replica.retire()?;
+                have = Txid(0);
+            }
+            (SNAPSHOT_LEVEL, h, b, post)
         };
+        // The position first: a crash between the two leaves the sidecar
+        // ahead of the files, which the next look accepts.
+        replica.write_pos(Pos {
+            txid: header.max_txid,
+            post_apply_checksum: post,
+        })?;
         let path = replica.write(level, &header, &bytes)?;
-        tracing::debug!(db = %name, file = %path.display(), level, "backed up");
+        tracing::debug!(db = %name, file = %path.display(), level, from = have.0, "backed up");
         self.set(&name, header.max_txid);
         if header.max_txid >= pos.txid {
             self.caught_up(&name);
         }
         Ok(header.max_txid)
+    }
+
+    /// At the start of a term as primary: the backup's newest TXID if this
+    /// node's history has the backup's position (so it may append to it);
+    /// otherwise the existing files are moved aside and the backup starts
+    /// again from a snapshot (returns 0).
+    fn first_look(&self, db: &Db, replica: &FileReplica) -> Result<Txid, BackupError> {
+        let Some(have) = replica.max_txid()? else {
+            return Ok(Txid(0));
+        };
+        let ours = replica.read_pos().is_some_and(|p| self.history_has(db, p));
+        if ours {
+            return Ok(have);
+        }
+        let to = replica.retire()?;
+        tracing::warn!(
+            db = db.name(),
+            backup_txid = have.0,
+            moved_to = %to.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+            "the backup holds a history this node does not have (transactions of an earlier primary that never reached it, or files of another writer): starting a new backup from a snapshot; the old files are kept aside"
+        );
+        Ok(Txid(0))
+    }
+
+    /// Whether this node's history passes through `p`.
+    fn history_has(&self, db: &Db, p: Pos) -> bool {
+        let local = db.pos();
+        if local.txid == p.txid {
+            return local.post_apply_checksum == p.post_apply_checksum;
+        }
+        if local.txid < p.txid {
+            return false;
+        }
+        match db.read_ltx_from(Txid(p.txid.0 + 1)) {
+            Ok(Some(b)) => header_of(&b).is_some_and(|h| {
+                h.min_txid.0 == p.txid.0 + 1 && h.pre_apply_checksum == p.post_apply_checksum
+            }),
+            _ => false,
+        }
     }
 
     fn caught_up(&self, db: &str) {

@@ -54,9 +54,9 @@ fn history_to_backup_to_database() {
     let (f2, c2) = v1(2, 2, 3, &[(2, 9)], c1, &mut db);
     let (f3, _) = v1(3, 3, 2, &[(1, 7)], c2, &mut db);
     let at3 = db.concat();
-    let (h, b) = v1_to_v3(&[&f1]).unwrap();
+    let (h, b, _) = v1_to_v3(&[&f1]).unwrap();
     replica.write(SNAPSHOT_LEVEL, &h, &b).unwrap();
-    let (h, b) = v1_to_v3(&[&f2, &f3]).unwrap();
+    let (h, b, _) = v1_to_v3(&[&f2, &f3]).unwrap();
     assert_eq!((h.min_txid, h.max_txid, h.commit), (Txid(2), Txid(3), 2));
     replica.write(0, &h, &b).unwrap();
 
@@ -96,13 +96,13 @@ fn gaps_and_missing_snapshots_are_refused() {
     let (f2, c2) = v1(2, 2, 2, &[(2, 3)], c1, &mut db);
     let (f3, _) = v1(3, 3, 2, &[(2, 4)], c2, &mut db);
     let out = dir.path().join("out.db");
-    let (h, b) = v1_to_v3(&[&f2]).unwrap();
+    let (h, b, _) = v1_to_v3(&[&f2]).unwrap();
     replica.write(0, &h, &b).unwrap();
     assert!(matches!(
         restore(replica.root(), &out, RestoreTarget::Latest),
         Err(BackupError::NoSnapshot { .. })
     ));
-    let (h, b) = v1_to_v3(&[&f1]).unwrap();
+    let (h, b, _) = v1_to_v3(&[&f1]).unwrap();
     replica.write(SNAPSHOT_LEVEL, &h, &b).unwrap();
     std::fs::remove_file(
         replica
@@ -110,7 +110,7 @@ fn gaps_and_missing_snapshots_are_refused() {
             .join("ltx/0/0000000000000002-0000000000000002.ltx"),
     )
     .unwrap();
-    let (h, b) = v1_to_v3(&[&f3]).unwrap();
+    let (h, b, _) = v1_to_v3(&[&f3]).unwrap();
     let next = replica.write(0, &h, &b).unwrap();
     match restore(replica.root(), &out, RestoreTarget::Latest) {
         Err(
