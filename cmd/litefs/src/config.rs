@@ -372,6 +372,10 @@ pub(crate) enum BackupType {
     /// `LITEFS_CLOUD_TOKEN` environment variable at mount time).
     #[serde(rename = "litefs-cloud")]
     LitefsCloud,
+    /// `s3`: an S3-compatible bucket (`backup.bucket`, `backup.path` as
+    /// the key prefix), in Litestream 0.5's S3 layout.
+    #[serde(rename = "s3")]
+    S3,
 }
 
 impl BackupType {
@@ -381,6 +385,7 @@ impl BackupType {
             BackupType::None => "",
             BackupType::File => "file",
             BackupType::LitefsCloud => "litefs-cloud",
+            BackupType::S3 => "s3",
         }
     }
 }
@@ -395,6 +400,21 @@ section! {
         /// `sync-interval` (ours): how often new transactions are written
         /// to the backup (default 1s, Litestream's).
         sync_interval: Duration [GoDuration] = Duration::from_secs(1),
+        /// `bucket` (`type: s3`, required with it).
+        bucket: String = String::new(),
+        /// `region` (`type: s3`; default us-east-1).
+        region: String = String::new(),
+        /// `endpoint` (`type: s3`): an S3-compatible service's URL (empty:
+        /// AWS).
+        endpoint: String = String::new(),
+        /// `access-key-id` (`type: s3`; default `AWS_ACCESS_KEY_ID`).
+        access_key_id: String = String::new(),
+        /// `secret-access-key` (`type: s3`; default
+        /// `AWS_SECRET_ACCESS_KEY`).
+        secret_access_key: String = String::new(),
+        /// `force-path-style` (`type: s3`): path-style URLs (default true
+        /// with an endpoint, as most S3-compatible services want).
+        force_path_style: bool = true,
         /// `url`: LiteFS Cloud's endpoint (default `https://litefs.fly.io`).
         url: String = "https://litefs.fly.io".to_owned(),
         /// `cluster`: LiteFS Cloud cluster name.
@@ -600,6 +620,11 @@ impl Config {
         }
         match self.backup.kind {
             BackupType::None | BackupType::LitefsCloud => {}
+            BackupType::S3 => {
+                if self.backup.bucket.is_empty() {
+                    return Err(invalid("backup.bucket", "required with backup.type s3"));
+                }
+            }
             BackupType::File => {
                 if self.backup.path.as_os_str().is_empty() {
                     return Err(invalid("backup.path", "required with backup.type file"));

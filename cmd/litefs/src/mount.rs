@@ -261,26 +261,26 @@ fn spawn_backup(
     running: &crate::node::Running,
 ) -> anyhow::Result<Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>> {
     use crate::config::BackupType;
-    match config.backup.kind {
-        BackupType::None => return Ok(None),
-        BackupType::LitefsCloud => {
-            tracing::warn!("backup.type litefs-cloud is not supported (LiteFS Cloud is gone); no backup is made");
-            return Ok(None);
-        }
-        BackupType::File => {}
+    if config.backup.kind == BackupType::LitefsCloud {
+        tracing::warn!(
+            "backup.type litefs-cloud is not supported (LiteFS Cloud is gone); no backup is made"
+        );
     }
-    let path = config.backup.path.clone();
+    let Some(target) = crate::node::backup_target(config) else {
+        return Ok(None);
+    };
+    let path = target.describe();
     let backup = Arc::new(litefs_backup::Backup::new(
         store,
         fence,
         litefs_backup::BackupOptions {
-            path: path.clone(),
+            target,
             interval: config.backup.sync_interval.max(Duration::from_millis(10)),
         },
     ));
     let b2 = backup.clone();
     running.add_metrics(Arc::new(move || b2.exposition()));
-    tracing::info!(path = %path.display(), interval_ms = config.backup.sync_interval.as_millis() as u64, "backup on (Litestream 0.5 layout)");
+    tracing::info!(backup = %path, interval_ms = config.backup.sync_interval.as_millis() as u64, "backup on (Litestream 0.5 layout)");
     let stop = Arc::new(AtomicBool::new(false));
     let s2 = stop.clone();
     let thread = std::thread::Builder::new()

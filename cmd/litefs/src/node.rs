@@ -101,20 +101,37 @@ fn restore_on_start(
     store: &Arc<Store>,
     node: &Arc<Node>,
 ) -> Option<litefs_http::BeforePrimary> {
-    if config.backup.kind != crate::config::BackupType::File {
-        return None;
-    }
+    let backup = backup_target(config)?;
     let (store, fence) = (store.clone(), node.fence.clone());
-    let (backup, scratch) = (config.backup.path.clone(), config.data.dir.clone());
+    let scratch = config.data.dir.clone();
     Some(Arc::new(move || {
         litefs_backup::restore_empty(&store, fence.as_ref(), &backup, &scratch)
             .map(|done| {
                 if !done.is_empty() {
-                    tracing::info!(dbs = done.len(), backup = %backup.display(), "restored from the backup before taking writes");
+                    tracing::info!(dbs = done.len(), backup = %backup.describe(), "restored from the backup before taking writes");
                 }
             })
-            .map_err(|e| format!("restore from backup.path {}: {e}", backup.display()))
+            .map_err(|e| format!("restore from the backup {}: {e}", backup.describe()))
     }))
+}
+
+/// Where `backup:` sends backups, if anywhere.
+pub(crate) fn backup_target(config: &Config) -> Option<litefs_backup::Target> {
+    use crate::config::BackupType;
+    let b = &config.backup;
+    match b.kind {
+        BackupType::None | BackupType::LitefsCloud => None,
+        BackupType::File => Some(litefs_backup::Target::File(b.path.clone())),
+        BackupType::S3 => Some(litefs_backup::Target::S3(litefs_backup::S3Options {
+            bucket: b.bucket.clone(),
+            path: b.path.to_string_lossy().into_owned(),
+            region: b.region.clone(),
+            endpoint: b.endpoint.clone(),
+            access_key_id: b.access_key_id.clone(),
+            secret_access_key: b.secret_access_key.clone(),
+            force_path_style: b.force_path_style,
+        })),
+    }
 }
 
 /// The URL other nodes reach this node's proxy at: `proxy.addr`, with

@@ -20,16 +20,51 @@ pub(crate) struct RestoreArgs {
     #[arg(long = "timestamp")]
     timestamp: Option<String>,
     /// The backup of one database: its replica directory
-    /// (`<backup.path>/<db>`), or `file://` and that path.
+    /// (`<backup.path>/<db>`), `file://` and that path, or
+    /// `s3://BUCKET/PREFIX/<db>[?endpoint=URL&region=R&force-path-style=true]`
+    /// (credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY).
     replica: String,
+}
+
+/// The storage a `litefs restore` argument names.
+fn storage(arg: &str) -> anyhow::Result<Box<dyn litefs_backup::Storage>> {
+    let Some(rest) = arg.strip_prefix("s3://") else {
+        let root = PathBuf::from(arg.strip_prefix("file://").unwrap_or(arg));
+        if !root.is_dir() {
+            bail!("{}: no such backup directory", root.display());
+        }
+        return Ok(Box::new(litefs_backup::FileReplica::new(root)));
+    };
+    let (loc, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let (bucket, prefix) = loc.split_once('/').unwrap_or((loc, ""));
+    if bucket.is_empty() || prefix.trim_matches('/').is_empty() {
+        bail!("{arg}: expected s3://BUCKET/PREFIX (the prefix of one database's backup)");
+    }
+    let mut o = litefs_backup::S3Options {
+        bucket: bucket.to_owned(),
+        force_path_style: true,
+        ..Default::default()
+    };
+    for kv in query.split('&').filter(|s| !s.is_empty()) {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        match k {
+            "endpoint" => o.endpoint = v.to_owned(),
+            "region" => o.region = v.to_owned(),
+            "force-path-style" | "forcePathStyle" => o.force_path_style = v != "false",
+            other => {
+                bail!("{arg}: unknown parameter {other:?} (endpoint, region, force-path-style)")
+            }
+        }
+    }
+    let client = o.client()?;
+    Ok(Box::new(litefs_backup::S3Replica::new(
+        client, bucket, prefix,
+    )?))
 }
 
 /// Runs `litefs restore`.
 pub(crate) fn run(a: RestoreArgs) -> anyhow::Result<()> {
-    let root = PathBuf::from(a.replica.strip_prefix("file://").unwrap_or(&a.replica));
-    if !root.is_dir() {
-        bail!("{}: no such backup directory", root.display());
-    }
+    let replica = storage(&a.replica)?;
     if a.output.exists() {
         bail!(
             "{}: already exists; restore writes a new file",
@@ -46,7 +81,7 @@ pub(crate) fn run(a: RestoreArgs) -> anyhow::Result<()> {
         ),
         (None, None) => RestoreTarget::Latest,
     };
-    let r = restore(&root, &a.output, target)?;
+    let r = restore(replica.as_ref(), &a.output, target)?;
     if let Err(e) = crate::transfer::check_database(&a.output) {
         let _ = std::fs::remove_file(&a.output);
         return Err(e.context("the restored database is damaged; nothing was kept"));
@@ -56,7 +91,7 @@ pub(crate) fn run(a: RestoreArgs) -> anyhow::Result<()> {
         a.output.display(),
         r.txid.0,
         r.files.len(),
-        root.display()
+        replica.describe()
     );
     Ok(())
 }

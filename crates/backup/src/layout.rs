@@ -1,4 +1,5 @@
-//! Litestream 0.5's file-replica layout: `<root>/ltx/<level>/<name>.ltx`.
+//! Where a backup lives: the [`Storage`] trait, and Litestream 0.5's file
+//! layout, `<root>/ltx/<level>/<name>.ltx` ([`FileReplica`]).
 
 use crate::{BackupError, IoCtx};
 use litefs_ltx::{format_file_name, parse_file_name, Checksum, Header, Pos, Txid};
@@ -8,6 +9,53 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Litestream's snapshot level.
 pub const SNAPSHOT_LEVEL: u8 = 9;
+
+/// One database's backup, wherever it is stored (a directory, an S3
+/// prefix). Blocking calls; every write is whole or absent.
+pub trait Storage: Send + Sync + std::fmt::Debug {
+    /// Where it is, for messages (`/backup/app.db`, `s3://bucket/app.db`).
+    fn describe(&self) -> String;
+    /// Every LTX file of every level, by level then first TXID.
+    fn files(&self) -> Result<Vec<ReplicaFile>, BackupError>;
+    /// The whole of one file.
+    fn read(&self, file: &ReplicaFile) -> Result<Vec<u8>, BackupError>;
+    /// Stores an LTX file (`header` its header) at `level`; returns where.
+    fn write(&self, level: u8, header: &Header, bytes: &[u8]) -> Result<PathBuf, BackupError>;
+    /// The position sidecar (see [`FileReplica::read_pos`]).
+    fn read_pos(&self) -> Option<Pos>;
+    /// Replaces the position sidecar.
+    fn write_pos(&self, pos: Pos) -> Result<(), BackupError>;
+    /// Moves every file aside (never deleting); where they went.
+    fn retire(&self) -> Result<Option<PathBuf>, BackupError>;
+    /// The newest TXID any file reaches.
+    fn max_txid(&self) -> Result<Option<Txid>, BackupError> {
+        Ok(self.files()?.iter().map(|f| f.max).max())
+    }
+}
+
+impl Storage for FileReplica {
+    fn describe(&self) -> String {
+        self.root.display().to_string()
+    }
+    fn files(&self) -> Result<Vec<ReplicaFile>, BackupError> {
+        FileReplica::files(self)
+    }
+    fn read(&self, file: &ReplicaFile) -> Result<Vec<u8>, BackupError> {
+        std::fs::read(&file.path).at(&file.path)
+    }
+    fn write(&self, level: u8, header: &Header, bytes: &[u8]) -> Result<PathBuf, BackupError> {
+        FileReplica::write(self, level, header, bytes)
+    }
+    fn read_pos(&self) -> Option<Pos> {
+        FileReplica::read_pos(self)
+    }
+    fn write_pos(&self, pos: Pos) -> Result<(), BackupError> {
+        FileReplica::write_pos(self, pos)
+    }
+    fn retire(&self) -> Result<Option<PathBuf>, BackupError> {
+        FileReplica::retire(self)
+    }
+}
 
 /// One database's replica directory.
 #[derive(Debug, Clone)]

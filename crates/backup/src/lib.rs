@@ -17,12 +17,14 @@
 mod convert;
 mod layout;
 mod restore;
+mod s3;
 mod upload;
 
 pub use convert::v1_to_v3;
-pub use layout::{FileReplica, ReplicaFile, SNAPSHOT_LEVEL};
+pub use layout::{FileReplica, ReplicaFile, Storage, SNAPSHOT_LEVEL};
 pub use restore::{restore, restore_empty, RestoreTarget, Restored};
-pub use upload::{Backup, BackupOptions};
+pub use s3::{S3Options, S3Replica};
+pub use upload::{Backup, BackupOptions, Target};
 
 use std::path::PathBuf;
 
@@ -82,6 +84,14 @@ pub enum BackupError {
         want: u64,
         /// The newest TXID restorable.
         have: u64,
+    },
+    /// The object store failed (S3).
+    #[error("{what}: {message}")]
+    Remote {
+        /// The operation and the object.
+        what: String,
+        /// What the store said.
+        message: String,
     },
     /// Inputs that cannot make a backup file.
     #[error("{0}")]

@@ -3,7 +3,8 @@
 //! target, then the files that continue it, preferring the ones that reach
 //! furthest.
 
-use crate::layout::{FileReplica, ReplicaFile};
+use crate::layout::{ReplicaFile, Storage};
+use crate::upload::Target;
 use crate::{BackupError, IoCtx};
 use litefs_ltx::{Decoder, Txid, Version};
 use std::io::{Seek, SeekFrom, Write};
@@ -34,15 +35,19 @@ pub struct Restored {
 /// (through a temporary file beside it, synced, then renamed: `out` is
 /// either the whole database or untouched). Every file's checksum is
 /// verified; a missing TXID is an error naming the file after the gap.
-pub fn restore(root: &Path, out: &Path, target: RestoreTarget) -> Result<Restored, BackupError> {
-    let replica = FileReplica::new(root);
+pub fn restore(
+    replica: &dyn Storage,
+    out: &Path,
+    target: RestoreTarget,
+) -> Result<Restored, BackupError> {
     let all = replica.files()?;
-    let chain = plan(root, &all, target)?;
+    let root = PathBuf::from(replica.describe());
+    let chain = plan(&root, &all, target)?;
     let tmp = out.with_file_name(format!(
         ".{}.restoring",
         out.file_name().and_then(|n| n.to_str()).unwrap_or("db")
     ));
-    let r = write_chain(&chain, &tmp);
+    let r = write_chain(replica, &chain, &tmp);
     if r.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
@@ -117,16 +122,20 @@ fn plan(
     Ok(chain)
 }
 
-fn write_chain(chain: &[ReplicaFile], tmp: &Path) -> Result<(), BackupError> {
+fn write_chain(
+    replica: &dyn Storage,
+    chain: &[ReplicaFile],
+    tmp: &Path,
+) -> Result<(), BackupError> {
     let mut out = std::fs::File::create(tmp).at(tmp)?;
     let mut size = 0u64;
     for f in chain {
-        let file = std::fs::File::open(&f.path).at(&f.path)?;
+        let bytes = replica.read(f)?;
         let bad = |source| BackupError::Ltx {
             path: f.path.clone(),
             source,
         };
-        let mut dec = Decoder::new(std::io::BufReader::new(file), Version::V3).map_err(bad)?;
+        let mut dec = Decoder::new(bytes.as_slice(), Version::V3).map_err(bad)?;
         let h = *dec.header();
         if h.min_txid != f.min || h.max_txid != f.max {
             return Err(BackupError::Invalid(format!(
@@ -161,27 +170,30 @@ fn write_chain(chain: &[ReplicaFile], tmp: &Path) -> Result<(), BackupError> {
 }
 
 /// Restore on start: when this node has no database at all and `backup`
-/// (a `backup.path`) holds some, rebuilds each into `store` at the
+/// holds some, rebuilds each into `store` at the
 /// backup's newest TXID (so the backup continues from there), using
 /// `scratch` for the files being rebuilt. Returns what was restored.
 pub fn restore_empty(
     store: &litefs_store::Store,
     fence: &dyn litefs_store::Fence,
-    backup: &Path,
+    backup: &Target,
     scratch: &Path,
 ) -> Result<Vec<(String, Txid)>, BackupError> {
     if !store.dbs().is_empty() {
         return Ok(Vec::new());
     }
     let mut found = Vec::new();
-    replica_dirs(backup, backup, &mut found)?;
+    match backup {
+        Target::File(dir) => replica_dirs(dir, dir, &mut found)?,
+        Target::S3(o) => found = o.databases()?,
+    }
     found.sort();
     let mut done = Vec::new();
     for name in found {
-        let root = backup.join(&name);
+        let replica = backup.replica(&name)?;
         let tmp = scratch.join(".restore-on-start.db");
         let _ = std::fs::remove_file(&tmp);
-        let r = restore(&root, &tmp, RestoreTarget::Latest)?;
+        let r = restore(replica.as_ref(), &tmp, RestoreTarget::Latest)?;
         let image = std::fs::read(&tmp).at(&tmp)?;
         let _ = std::fs::remove_file(&tmp);
         for dir in parents(&name) {

@@ -2,7 +2,8 @@
 //! with its LTX history.
 
 use crate::convert::{header_of, next_after, v1_to_v3};
-use crate::layout::{FileReplica, SNAPSHOT_LEVEL};
+use crate::layout::{FileReplica, Storage, SNAPSHOT_LEVEL};
+use crate::s3::S3Options;
 use crate::BackupError;
 use litefs_ltx::{Pos, Txid};
 use litefs_store::{Db, Fence, Store};
@@ -12,12 +13,39 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// `backup:` settings for `type: file`.
+/// Where backups go.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// `type: file`: one replica directory per database under this path
+    /// (`<path>/<db name>/ltx/...`).
+    File(PathBuf),
+    /// `type: s3`: one prefix per database under `path` in the bucket.
+    S3(S3Options),
+}
+
+impl Target {
+    /// The backup of database `db`.
+    pub fn replica(&self, db: &str) -> Result<Box<dyn Storage>, BackupError> {
+        Ok(match self {
+            Target::File(p) => Box::new(FileReplica::new(p.join(db))),
+            Target::S3(o) => Box::new(o.replica(db)?),
+        })
+    }
+
+    /// For messages.
+    pub fn describe(&self) -> String {
+        match self {
+            Target::File(p) => p.display().to_string(),
+            Target::S3(o) => format!("s3://{}/{}", o.bucket, o.path.trim_matches('/')),
+        }
+    }
+}
+
+/// `backup:` settings.
 #[derive(Debug, Clone)]
 pub struct BackupOptions {
-    /// `backup.path`: one replica directory per database under it
-    /// (`<path>/<db name>/ltx/...`).
-    pub path: PathBuf,
+    /// Where.
+    pub target: Target,
     /// How often new transactions are written out (Litestream: 1 s).
     pub interval: Duration,
 }
@@ -95,9 +123,9 @@ impl Backup {
         )
     }
 
-    /// The replica directory of `db`.
-    pub fn replica(&self, db: &str) -> FileReplica {
-        FileReplica::new(self.opts.path.join(db))
+    /// The backup of `db`.
+    pub fn replica(&self, db: &str) -> Result<Box<dyn Storage>, BackupError> {
+        self.opts.target.replica(db)
     }
 
     /// The newest TXID backed up for `db`, if any.
@@ -111,10 +139,11 @@ impl Backup {
     /// Returns the backup's TXID afterwards.
     pub fn sync_db(&self, db: &Db) -> Result<Txid, BackupError> {
         let name = db.name().to_owned();
-        let replica = self.replica(&name);
+        let replica = self.replica(&name)?;
+        let replica = replica.as_ref();
         let mut have = match self.position(&name) {
             Some(t) => t,
-            None => self.first_look(db, &replica)?,
+            None => self.first_look(db, replica)?,
         };
         let pos = db.capture_committed()?;
         if pos.txid <= have {
@@ -175,7 +204,7 @@ impl Backup {
     /// node's history has the backup's position (so it may append to it);
     /// otherwise the existing files are moved aside and the backup starts
     /// again from a snapshot (returns 0).
-    fn first_look(&self, db: &Db, replica: &FileReplica) -> Result<Txid, BackupError> {
+    fn first_look(&self, db: &Db, replica: &dyn Storage) -> Result<Txid, BackupError> {
         let Some(have) = replica.max_txid()? else {
             return Ok(Txid(0));
         };
@@ -247,7 +276,7 @@ impl Backup {
                     Err(e) => {
                         let msg = e.to_string();
                         if failing.get(db.name()) != Some(&msg) {
-                            tracing::error!(db = db.name(), error = %msg, path = %self.opts.path.display(), "backup failed; retrying");
+                            tracing::error!(db = db.name(), error = %msg, backup = %self.opts.target.describe(), "backup failed; retrying");
                             failing.insert(db.name().to_owned(), msg);
                         }
                     }

@@ -61,15 +61,15 @@ fn history_to_backup_to_database() {
     replica.write(0, &h, &b).unwrap();
 
     let out = dir.path().join("out.db");
-    let r = restore(replica.root(), &out, RestoreTarget::Latest).unwrap();
+    let r = restore(&replica, &out, RestoreTarget::Latest).unwrap();
     assert_eq!(r.txid, Txid(3));
     assert_eq!(std::fs::read(&out).unwrap(), at3);
     let out1 = dir.path().join("out1.db");
-    restore(replica.root(), &out1, RestoreTarget::Txid(Txid(1))).unwrap();
+    restore(&replica, &out1, RestoreTarget::Txid(Txid(1))).unwrap();
     assert_eq!(std::fs::read(&out1).unwrap(), at1);
     // TXID 2 is inside a compacted file: not restorable on its own.
     let e = restore(
-        replica.root(),
+        &replica,
         &dir.path().join("x.db"),
         RestoreTarget::Txid(Txid(2)),
     );
@@ -99,7 +99,7 @@ fn gaps_and_missing_snapshots_are_refused() {
     let (h, b, _) = v1_to_v3(&[&f2]).unwrap();
     replica.write(0, &h, &b).unwrap();
     assert!(matches!(
-        restore(replica.root(), &out, RestoreTarget::Latest),
+        restore(&replica, &out, RestoreTarget::Latest),
         Err(BackupError::NoSnapshot { .. })
     ));
     let (h, b, _) = v1_to_v3(&[&f1]).unwrap();
@@ -112,7 +112,7 @@ fn gaps_and_missing_snapshots_are_refused() {
     .unwrap();
     let (h, b, _) = v1_to_v3(&[&f3]).unwrap();
     let next = replica.write(0, &h, &b).unwrap();
-    match restore(replica.root(), &out, RestoreTarget::Latest) {
+    match restore(&replica, &out, RestoreTarget::Latest) {
         Err(
             e @ BackupError::Gap {
                 have: 1,

@@ -283,7 +283,7 @@ fn other_type_errors_name_key_and_line() {
         e.contains("line 2") && e.contains("log.format") && e.contains("\"xml\""),
         "{e}"
     );
-    let e = parse_err("backup:\n  type: s3\n");
+    let e = parse_err("backup:\n  type: gcs\n");
     assert!(
         e.contains("line 2") && e.contains("backup.type") && e.contains("litefs-cloud"),
         "{e}"
@@ -511,6 +511,11 @@ fn proxy_and_backup_rules() {
     let e = invalid_err(&format!("{STATIC}backup:\n  type: file\n"));
     assert_eq!(e, "config: backup.path: required with backup.type file");
     valid(&format!("{STATIC}backup:\n  type: file\n  path: /b\n"));
+    let e = invalid_err(&format!("{STATIC}backup:\n  type: s3\n"));
+    assert_eq!(e, "config: backup.bucket: required with backup.type s3");
+    valid(&format!(
+        "{STATIC}backup:\n  type: s3\n  bucket: b\n  endpoint: http://127.0.0.1:9000\n"
+    ));
     valid(&format!("{STATIC}backup:\n  type: litefs-cloud\n"));
     valid(&format!("{STATIC}backup:\n  type: \"\"\n"));
 }
