@@ -583,3 +583,75 @@ fn s3_backups_restore_with_litestream_and_litefs() {
         "an empty node wrote without checking its backup"
     );
 }
+
+/// Level-0 files are compacted into level 1 and, past their retention,
+/// removed; both tools still restore the newest state byte for byte.
+#[test]
+fn compaction_moves_level_0_into_level_1() {
+    if !require_fuse() {
+        return;
+    }
+    let Some(ls) = litestream() else { return };
+    let bk = tempfile::tempdir().unwrap();
+    let n = Node::start(&format!(
+        "backup:\n  type: file\n  path: {}\n  sync-interval: 100ms\n  compaction-interval: 300ms\n  l0-retention: 0s\n",
+        bk.path().display()
+    ));
+    let db = "app.db";
+    let root = bk.path().join(db);
+    sql(
+        &n.path(db),
+        "PRAGMA journal_mode=WAL; CREATE TABLE t(id INTEGER PRIMARY KEY, k INTEGER, v BLOB);",
+    );
+    for chunk in 0..4 {
+        workload(&n, db, 1 + chunk, 20);
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let want_txid = txid_of(&pos_of(&n, db));
+    let level = |l: u32| -> Vec<(u64, u64)> {
+        let mut v: Vec<(u64, u64)> = std::fs::read_dir(root.join("ltx").join(l.to_string()))
+            .map(|rd| {
+                rd.flatten()
+                    .filter_map(|e| {
+                        let name = e.file_name().to_string_lossy().into_owned();
+                        let (a, b) = name.strip_suffix(".ltx")?.split_once('-')?;
+                        Some((
+                            u64::from_str_radix(a, 16).ok()?,
+                            u64::from_str_radix(b, 16).ok()?,
+                        ))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let l1 = level(1);
+        if l1.last().is_some_and(|r| r.1 == want_txid) && level(0).is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no compaction up to {want_txid:x}: L0 {:?}, L1 {l1:?}\n{}",
+            level(0),
+            n.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        level(1).len() >= 2,
+        "want several compactions: {:?}",
+        level(1)
+    );
+    assert_eq!(level(9).len(), 1);
+    let want = image(&n, db);
+    let out = tempfile::tempdir().unwrap();
+    let o = litefs_restore(&root, &out.path().join("lf.db"), &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(std::fs::read(out.path().join("lf.db")).unwrap() == want);
+    let o = litestream_restore(&ls, &root, &out.path().join("ls.db"), &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(std::fs::read(out.path().join("ls.db")).unwrap() == want);
+}

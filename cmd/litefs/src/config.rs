@@ -400,6 +400,13 @@ section! {
         /// `sync-interval` (ours): how often new transactions are written
         /// to the backup (default 1s, Litestream's).
         sync_interval: Duration [GoDuration] = Duration::from_secs(1),
+        /// `compaction-interval` (ours): how often level-0 files are
+        /// compacted into a level-1 file (default 30s, Litestream's; 0:
+        /// never).
+        compaction_interval: Duration [GoDuration] = Duration::from_secs(30),
+        /// `l0-retention` (ours): how long a compacted level-0 file is kept
+        /// (default 5m, Litestream's).
+        l0_retention: Duration [GoDuration] = Duration::from_secs(300),
         /// `bucket` (`type: s3`, required with it).
         bucket: String = String::new(),
         /// `region` (`type: s3`; default us-east-1).

@@ -276,6 +276,8 @@ fn spawn_backup(
         litefs_backup::BackupOptions {
             target,
             interval: config.backup.sync_interval.max(Duration::from_millis(10)),
+            compaction_interval: config.backup.compaction_interval,
+            l0_retention: config.backup.l0_retention,
         },
     ));
     let b2 = backup.clone();

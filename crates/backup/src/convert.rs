@@ -13,8 +13,18 @@ use std::path::PathBuf;
 /// Also returns the last input's post-apply checksum (the node's rolling
 /// checksum at the result's last TXID; the v3 file carries none).
 pub fn v1_to_v3(files: &[&[u8]]) -> Result<(Header, Vec<u8>, Checksum), BackupError> {
+    compact(files, Version::V1)
+}
+
+/// Compacts contiguous files of format `version` (oldest first) into one
+/// LTX v3 file; see [`v1_to_v3`]. Backup compaction (level 0 into level 1)
+/// uses it on v3 files.
+pub(crate) fn compact(
+    files: &[&[u8]],
+    version: Version,
+) -> Result<(Header, Vec<u8>, Checksum), BackupError> {
     let bad = |source| BackupError::Ltx {
-        path: PathBuf::from("(node LTX file)"),
+        path: PathBuf::from("(LTX file being compacted)"),
         source,
     };
     let mut pages: BTreeMap<u32, Vec<u8>> = BTreeMap::new();
@@ -22,7 +32,7 @@ pub fn v1_to_v3(files: &[&[u8]]) -> Result<(Header, Vec<u8>, Checksum), BackupEr
     let mut last: Option<Header> = None;
     let mut post = Checksum(0);
     for &f in files {
-        let mut dec = Decoder::new(f, Version::V1).map_err(bad)?;
+        let mut dec = Decoder::new(f, version).map_err(bad)?;
         let h = *dec.header();
         if let Some(prev) = last {
             if h.min_txid.0 != prev.max_txid.0 + 1 {

@@ -27,6 +27,8 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     fn write_pos(&self, pos: Pos) -> Result<(), BackupError>;
     /// Moves every file aside (never deleting); where they went.
     fn retire(&self) -> Result<Option<PathBuf>, BackupError>;
+    /// Deletes one file that a compacted file covers (retention).
+    fn delete(&self, file: &ReplicaFile) -> Result<(), BackupError>;
     /// The newest TXID any file reaches.
     fn max_txid(&self) -> Result<Option<Txid>, BackupError> {
         Ok(self.files()?.iter().map(|f| f.max).max())
@@ -54,6 +56,9 @@ impl Storage for FileReplica {
     }
     fn retire(&self) -> Result<Option<PathBuf>, BackupError> {
         FileReplica::retire(self)
+    }
+    fn delete(&self, file: &ReplicaFile) -> Result<(), BackupError> {
+        std::fs::remove_file(&file.path).at(&file.path)
     }
 }
 

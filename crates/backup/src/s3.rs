@@ -253,6 +253,17 @@ impl Storage for S3Replica {
         Ok(())
     }
 
+    fn delete(&self, file: &ReplicaFile) -> Result<(), BackupError> {
+        let url = file.path.to_string_lossy().into_owned();
+        let key = url
+            .strip_prefix(&format!("s3://{}/", self.bucket))
+            .map(Key::from)
+            .ok_or_else(|| BackupError::Invalid(format!("{url}: not in this bucket")))?;
+        self.rt
+            .block_on(self.client.delete(&key))
+            .map_err(|e| remote(format!("delete {url}"), e))
+    }
+
     fn retire(&self) -> Result<Option<PathBuf>, BackupError> {
         let files = self.files()?;
         if files.is_empty() {

@@ -1,7 +1,7 @@
 //! The primary's side: keep each database's replica directory up to date
 //! with its LTX history.
 
-use crate::convert::{header_of, next_after, v1_to_v3};
+use crate::convert::{compact, header_of, next_after, v1_to_v3};
 use crate::layout::{FileReplica, Storage, SNAPSHOT_LEVEL};
 use crate::s3::S3Options;
 use crate::BackupError;
@@ -48,6 +48,12 @@ pub struct BackupOptions {
     pub target: Target,
     /// How often new transactions are written out (Litestream: 1 s).
     pub interval: Duration,
+    /// How often level-0 files are compacted into one level-1 file
+    /// (Litestream: 30 s); zero: never.
+    pub compaction_interval: Duration,
+    /// How long a level-0 file a level-1 file covers is kept (Litestream:
+    /// 5 min), for restores to a point inside it.
+    pub l0_retention: Duration,
 }
 
 /// Continuous backup of a node's databases while it is the primary.
@@ -239,6 +245,57 @@ impl Backup {
         }
     }
 
+    /// Compacts the level-0 files after the newest level-1 file (or
+    /// snapshot) into one level-1 file, and deletes level-0 files a
+    /// level-1 file covers once they are older than `l0_retention`.
+    /// Returns the new level-1 file's last TXID, if one was written.
+    pub fn compact_db(&self, name: &str) -> Result<Option<Txid>, BackupError> {
+        let replica = self.replica(name)?;
+        let files = replica.files()?;
+        let base = files
+            .iter()
+            .filter(|f| f.level == 1 || f.level == SNAPSHOT_LEVEL)
+            .map(|f| f.max)
+            .max()
+            .unwrap_or(Txid(0));
+        let mut run = Vec::new();
+        let mut next = Txid(base.0 + 1);
+        for f in files.iter().filter(|f| f.level == 0 && f.min > base) {
+            if f.min != next {
+                break;
+            }
+            next = Txid(f.max.0 + 1);
+            run.push(f);
+        }
+        let mut wrote = None;
+        if base.0 > 0 && !run.is_empty() {
+            let bytes: Vec<Vec<u8>> = run
+                .iter()
+                .map(|f| replica.read(f))
+                .collect::<Result<_, _>>()?;
+            let slices: Vec<&[u8]> = bytes.iter().map(Vec::as_slice).collect();
+            let (h, b, _) = compact(&slices, litefs_ltx::Version::V3)?;
+            replica.write(1, &h, &b)?;
+            tracing::debug!(db = name, min = %h.min_txid, max = %h.max_txid, files = run.len(), "backup compacted into level 1");
+            wrote = Some(h.max_txid);
+        }
+        let covered = wrote.unwrap_or(base);
+        let now = std::time::SystemTime::now();
+        for f in files.iter().filter(|f| f.level == 0 && f.max <= covered) {
+            let covered_by_l1 = files
+                .iter()
+                .any(|g| g.level == 1 && g.min <= f.min && g.max >= f.max)
+                || wrote.is_some_and(|w| f.max <= w && f.min > base);
+            let old = now
+                .duration_since(f.time)
+                .is_ok_and(|age| age >= self.opts.l0_retention);
+            if covered_by_l1 && old {
+                replica.delete(f)?;
+            }
+        }
+        Ok(wrote)
+    }
+
     fn caught_up(&self, db: &str) {
         if let Ok(mut s) = self.synced.lock() {
             s.insert(db.to_owned(), std::time::Instant::now());
@@ -256,8 +313,14 @@ impl Backup {
     /// (a failed write never moves the backup's position).
     pub fn run(&self, stop: &AtomicBool) {
         let mut failing: HashMap<String, String> = HashMap::new();
+        let mut compacted = std::time::Instant::now();
         while !stop.load(Ordering::Acquire) {
             std::thread::sleep(self.opts.interval);
+            let compact_now = !self.opts.compaction_interval.is_zero()
+                && compacted.elapsed() >= self.opts.compaction_interval;
+            if compact_now {
+                compacted = std::time::Instant::now();
+            }
             if !self.store.role().is_primary() {
                 // Another node writes the backup; learn its position anew
                 // when this one is primary again.
@@ -267,7 +330,13 @@ impl Backup {
                 continue;
             }
             for db in self.store.dbs() {
-                match self.sync_db(&db) {
+                let r = self.sync_db(&db).and_then(|t| {
+                    if compact_now {
+                        self.compact_db(db.name())?;
+                    }
+                    Ok(t)
+                });
+                match r {
                     Ok(_) => {
                         if failing.remove(db.name()).is_some() {
                             tracing::info!(db = db.name(), "backup working again");
