@@ -143,6 +143,19 @@ fn backups_restore_with_litestream_and_litefs_at_any_point() {
         m.contains(&format!("litefs_backup_txid{{db=\"{db}\"}} {t2}\n")),
         "the backup position is not in /metrics:\n{m}"
     );
+    let info = litefs_fuse_tests::consul::http_request(
+        &n.url,
+        "GET",
+        "/info",
+        b"",
+        Duration::from_secs(10),
+    )
+    .unwrap()
+    .1;
+    assert!(
+        info.contains(&format!("\"txid\":\"{t2:016x}\"")) && info.contains("\"backup\""),
+        "the backup position is not in /info: {info}"
+    );
     assert!(
         m.contains(&format!("litefs_backup_lag_txids{{db=\"{db}\"}} 0\n")),
         "{m}"

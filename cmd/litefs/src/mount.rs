@@ -282,6 +282,8 @@ fn spawn_backup(
     ));
     let b2 = backup.clone();
     running.add_metrics(Arc::new(move || b2.exposition()));
+    let b3 = backup.clone();
+    running.add_info("backup", Arc::new(move || b3.info()));
     tracing::info!(backup = %path, interval_ms = config.backup.sync_interval.as_millis() as u64, "backup on (Litestream 0.5 layout)");
     let stop = Arc::new(AtomicBool::new(false));
     let s2 = stop.clone();

@@ -344,6 +344,11 @@ impl Running {
         self.node.add_extra_metrics(f);
     }
 
+    /// Adds a member to `/info` (the backup's position).
+    pub(crate) fn add_info(&self, key: &str, f: litefs_http::ExtraInfo) {
+        self.node.add_extra_info(key, f);
+    }
+
     /// Whether the node hit a condition it cannot run with (it belongs to
     /// another cluster): the caller stops it.
     pub(crate) fn failed(&self) -> bool {

@@ -81,7 +81,19 @@ pub(crate) fn run(a: RestoreArgs) -> anyhow::Result<()> {
         ),
         (None, None) => RestoreTarget::Latest,
     };
-    let r = restore(replica.as_ref(), &a.output, target)?;
+    // A spinner on a terminal while the files are fetched and applied.
+    use std::io::IsTerminal;
+    let spinner = std::io::stderr().is_terminal().then(|| {
+        let pb = indicatif::ProgressBar::new_spinner();
+        pb.set_message(format!("restoring from {}", replica.describe()));
+        pb.enable_steady_tick(std::time::Duration::from_millis(100));
+        pb
+    });
+    let r = restore(replica.as_ref(), &a.output, target);
+    if let Some(pb) = spinner {
+        pb.finish_and_clear();
+    }
+    let r = r?;
     if let Err(e) = crate::transfer::check_database(&a.output) {
         let _ = std::fs::remove_file(&a.output);
         return Err(e.context("the restored database is damaged; nothing was kept"));

@@ -86,6 +86,31 @@ impl Backup {
         }
     }
 
+    /// `/info`'s `backup` member: where, and per database the backup's
+    /// TXID (16 hex digits) and how many transactions it is behind
+    /// (`null` on a node that is not writing the backup).
+    pub fn info(&self) -> serde_json::Value {
+        let dbs: serde_json::Map<String, serde_json::Value> = if self.store.role().is_primary() {
+            self.store
+                .dbs()
+                .iter()
+                .filter_map(|db| {
+                    let have = self.position(db.name())?;
+                    Some((
+                        db.name().to_owned(),
+                        serde_json::json!({
+                            "txid": format!("{:016x}", have.0),
+                            "lagTxids": db.pos().txid.0.saturating_sub(have.0),
+                        }),
+                    ))
+                })
+                .collect()
+        } else {
+            serde_json::Map::new()
+        };
+        serde_json::json!({ "target": self.opts.target.describe(), "dbs": dbs })
+    }
+
     /// `/metrics` text: per database, the backup's TXID, and how far it
     /// is behind this node in TXIDs and in seconds (since it last caught
     /// up). Empty on a node that is not writing the backup.
@@ -313,6 +338,7 @@ impl Backup {
     /// (a failed write never moves the backup's position).
     pub fn run(&self, stop: &AtomicBool) {
         let mut failing: HashMap<String, String> = HashMap::new();
+        let mut backoff: HashMap<String, (std::time::Instant, Duration)> = HashMap::new();
         let mut compacted = std::time::Instant::now();
         while !stop.load(Ordering::Acquire) {
             std::thread::sleep(self.opts.interval);
@@ -330,6 +356,16 @@ impl Backup {
                 continue;
             }
             for db in self.store.dbs() {
+                // A failing backup is retried with a doubling pause (up to
+                // 30 s) instead of every interval.
+                if backoff
+                    .get(db.name())
+                    .is_some_and(|(at, _): &(std::time::Instant, Duration)| {
+                        std::time::Instant::now() < *at
+                    })
+                {
+                    continue;
+                }
                 let r = self.sync_db(&db).and_then(|t| {
                     if compact_now {
                         self.compact_db(db.name())?;
@@ -338,11 +374,20 @@ impl Backup {
                 });
                 match r {
                     Ok(_) => {
+                        backoff.remove(db.name());
                         if failing.remove(db.name()).is_some() {
                             tracing::info!(db = db.name(), "backup working again");
                         }
                     }
                     Err(e) => {
+                        let pause = backoff
+                            .get(db.name())
+                            .map_or(self.opts.interval, |(_, d)| *d * 2)
+                            .min(Duration::from_secs(30));
+                        backoff.insert(
+                            db.name().to_owned(),
+                            (std::time::Instant::now() + pause, pause),
+                        );
                         let msg = e.to_string();
                         if failing.get(db.name()) != Some(&msg) {
                             tracing::error!(db = db.name(), error = %msg, backup = %self.opts.target.describe(), "backup failed; retrying");

@@ -16,14 +16,20 @@ pub(crate) use crate::metrics::metrics;
 pub(crate) fn info(node: &Node) -> Response<Body> {
     let role = node.store.role();
     let primary = primary_hostname(node);
-    json(&serde_json::json!({
+    let mut v = serde_json::json!({
         "clusterID": node.cluster().get().unwrap_or_default(),
         "isPrimary": role.is_primary(),
         "candidate": role.is_candidate(),
         "nodeID": format!("{:016x}", node.node_id),
         "primary": primary.map(|h| serde_json::json!({ "hostname": h })),
         "proxyURL": node.proxy_url,
-    }))
+    });
+    if let Some(o) = v.as_object_mut() {
+        for (k, x) in node.extra_info() {
+            o.insert(k, x);
+        }
+    }
+    json(&v)
 }
 
 /// The primary's hostname as this node knows it: its own on the primary,

@@ -27,7 +27,7 @@ pub use election::{BeforePrimary, Election, ElectionError, ElectionOptions, Park
 pub use follow::{request_handoff, FollowEnd, FollowError, Follower};
 pub use halt::{HaltClient, HALT_TTL};
 pub use node::{
-    valid_cluster_id, ClusterId, ClusterIdError, Control, ExtraMetrics, Node, NodeOptions,
-    HEADER_CANDIDATE, HEADER_CLUSTER_ID, HEADER_NODE_ID,
+    valid_cluster_id, ClusterId, ClusterIdError, Control, ExtraInfo, ExtraMetrics, Node,
+    NodeOptions, HEADER_CANDIDATE, HEADER_CLUSTER_ID, HEADER_NODE_ID,
 };
 pub use server::{serve, Body};

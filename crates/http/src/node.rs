@@ -61,7 +61,12 @@ pub struct Node {
     events: tokio::sync::broadcast::Sender<bytes::Bytes>,
     /// More Prometheus text for `/metrics` (the proxy's counters).
     extra_metrics: RwLock<Vec<ExtraMetrics>>,
+    /// More members for `/info` (the backup's position).
+    extra_info: RwLock<Vec<(String, ExtraInfo)>>,
 }
+
+/// Renders one more `/info` member.
+pub type ExtraInfo = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
 
 /// Renders more Prometheus text for `/metrics`.
 pub type ExtraMetrics = Arc<dyn Fn() -> String + Send + Sync>;
@@ -268,6 +273,7 @@ impl Node {
             halts: Default::default(),
             events: tokio::sync::broadcast::channel(1024).0,
             extra_metrics: RwLock::new(Vec::new()),
+            extra_info: RwLock::new(Vec::new()),
         })
     }
 
@@ -361,6 +367,21 @@ impl Node {
         if let Ok(mut m) = self.extra_metrics.write() {
             m.push(f);
         }
+    }
+
+    /// Adds member `key` (rendered by `f` at each request) to `/info`.
+    pub fn add_extra_info(&self, key: &str, f: ExtraInfo) {
+        if let Ok(mut m) = self.extra_info.write() {
+            m.push((key.to_owned(), f));
+        }
+    }
+
+    /// The extra `/info` members.
+    pub(crate) fn extra_info(&self) -> Vec<(String, serde_json::Value)> {
+        self.extra_info
+            .read()
+            .map(|m| m.iter().map(|(k, f)| (k.clone(), f())).collect())
+            .unwrap_or_default()
     }
 
     /// The extra Prometheus text, if any.
