@@ -56,30 +56,6 @@ fn pos_json(p: Pos) -> serde_json::Value {
     })
 }
 
-fn rfc3339(t: SystemTime) -> String {
-    let secs = t
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since the epoch (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
 /// The caller's node ID (`Litefs-Id`), if it sent one.
 fn caller(req: &Request<Incoming>) -> Option<u64> {
     req.headers()
@@ -225,7 +201,7 @@ fn reply(id: i64, pos: Pos) -> Response<Body> {
     json(&serde_json::json!({
         "id": id,
         "pos": pos_json(pos),
-        "expires": rfc3339(expires),
+        "expires": humantime::format_rfc3339_seconds(expires).to_string(),
     }))
 }
 

@@ -221,22 +221,14 @@ impl Proxy {
         let started = Instant::now();
         let (method, path) = (req.method().clone(), req.uri().path().to_owned());
         let (resp, what) = self.route(req).await;
-        self.stats.count(match what {
-            "passthrough" => "passthrough",
-            "health" => "health",
-            "read" => "read",
-            "read: replication wait timed out" => "read_timeout",
-            "write: primary" => "write_primary",
-            "write: forwarded" => "write_forwarded",
-            "write: fly-replay" => "write_replay",
-            _ => "write_unavailable",
-        });
+        self.stats.count(what);
         if self.opts.debug {
             tracing::info!(%method, %path, status = resp.status().as_u16(), decision = what, elapsed_ms = started.elapsed().as_millis() as u64, "proxy");
         }
         resp
     }
 
+    /// Serves `req`; also returns the decision taken, one of [`DECISIONS`].
     async fn route(&self, req: Request<Incoming>) -> (Response<Body>, &'static str) {
         let path = req.uri().path().to_owned();
         if self.opts.passthrough.iter().any(|g| glob_match(g, &path)) {
@@ -263,7 +255,7 @@ impl Proxy {
                                 TXID_WAIT.as_secs()
                             ),
                         ),
-                        "read: replication wait timed out",
+                        "read_timeout",
                     );
                 }
             }
@@ -276,7 +268,7 @@ impl Proxy {
                     StatusCode::SERVICE_UNAVAILABLE,
                     "no primary is known: cannot serve a write",
                 ),
-                "write: no primary",
+                "write_unavailable",
             ),
             Some(Writer::Here) => {
                 let mut resp = self.to_target(&self.opts.target, req).await;
@@ -289,7 +281,7 @@ impl Proxy {
                         }
                     }
                 }
-                (resp, "write: primary")
+                (resp, "write_primary")
             }
             Some(Writer::Primary(p)) if self.opts.forward => {
                 let url = match &self.find_primary {
@@ -297,13 +289,13 @@ impl Proxy {
                     None => None,
                 };
                 match url.as_deref().and_then(authority) {
-                    Some(addr) => (self.to_target(&addr, req).await, "write: forwarded"),
+                    Some(addr) => (self.to_target(&addr, req).await, "write_forwarded"),
                     None => (
                         full(
                             StatusCode::BAD_GATEWAY,
                             format!("cannot find the proxy of the primary {}", p.hostname),
                         ),
-                        "write: primary proxy unknown",
+                        "write_unavailable",
                     ),
                 }
             }
@@ -312,7 +304,7 @@ impl Proxy {
                 if let Ok(v) = HeaderValue::from_str(&format!("instance={}", p.hostname)) {
                     r.headers_mut().insert("fly-replay", v);
                 }
-                (r, "write: fly-replay")
+                (r, "write_replay")
             }
         }
     }
