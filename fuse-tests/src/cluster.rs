@@ -201,3 +201,20 @@ pub fn backup_txid(root: &Path) -> u64 {
     }
     max
 }
+
+/// `GET path` on the node's API: `(status, body)`; panics, with the
+/// node's log, when it does not answer within 10 s.
+pub fn get(n: &Node, path: &str) -> (u16, String) {
+    crate::consul::http_request(&n.url, "GET", path, b"", Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("GET {path}: no answer; log:\n{}", n.log_text()))
+}
+
+/// The value of the sample `series` (name and labels as written) in a
+/// Prometheus text exposition; panics when there is none.
+pub fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no sample {series} in:\n{text}"))
+        .parse()
+        .unwrap_or_else(|e| panic!("{series}: {e}"))
+}

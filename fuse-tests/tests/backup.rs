@@ -6,7 +6,9 @@
 //! refused with the file named.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use litefs_fuse_tests::cluster::{backup_txid, pos_of, read_file, require_fuse, run_bounded, sql};
+use litefs_fuse_tests::cluster::{
+    backup_txid, get, pos_of, read_file, require_fuse, run_bounded, sql,
+};
 use litefs_fuse_tests::{litefs_bin, tool, Node};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -71,12 +73,13 @@ fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
 }
 
-/// A primary backing up to a new directory every 100 ms, with `app.db`
-/// (WAL) created: the directory, the node, the database, its replica.
-fn backed_up_node() -> (tempfile::TempDir, Node, &'static str, PathBuf) {
+/// A primary backing up to a new directory every 100 ms (`extra`: more
+/// `backup:` keys, indented), with `app.db` (WAL) created: the directory,
+/// the node, the database, its replica.
+fn backed_up_node(extra: &str) -> (tempfile::TempDir, Node, &'static str, PathBuf) {
     let bk = tempfile::tempdir().unwrap();
     let n = Node::start(&format!(
-        "backup:\n  type: file\n  path: {}\n  sync-interval: 100ms\n",
+        "backup:\n  type: file\n  path: {}\n  sync-interval: 100ms\n{extra}",
         bk.path().display()
     ));
     let db = "app.db";
@@ -116,7 +119,7 @@ fn backups_restore_with_litestream_and_litefs_at_any_point() {
         return;
     }
     let Some(ls) = litestream() else { return };
-    let (_bk, n, db, root) = backed_up_node();
+    let (_bk, n, db, root) = backed_up_node("");
     workload(&n, db, 1, 60);
     let t1 = wait_backup(&n, &root, db);
     let img1 = image(&n, db);
@@ -130,28 +133,12 @@ fn backups_restore_with_litestream_and_litefs_at_any_point() {
     let t2 = wait_backup(&n, &root, db);
     let img2 = image(&n, db);
     assert!(t2 > t1);
-    let m = litefs_fuse_tests::consul::http_request(
-        &n.url,
-        "GET",
-        "/metrics",
-        b"",
-        Duration::from_secs(10),
-    )
-    .unwrap()
-    .1;
+    let m = get(&n, "/metrics").1;
     assert!(
         m.contains(&format!("litefs_backup_txid{{db=\"{db}\"}} {t2}\n")),
         "the backup position is not in /metrics:\n{m}"
     );
-    let info = litefs_fuse_tests::consul::http_request(
-        &n.url,
-        "GET",
-        "/info",
-        b"",
-        Duration::from_secs(10),
-    )
-    .unwrap()
-    .1;
+    let info = get(&n, "/info").1;
     assert!(
         info.contains(&format!("\"txid\":\"{t2:016x}\"")) && info.contains("\"backup\""),
         "the backup position is not in /info: {info}"
@@ -387,7 +374,7 @@ fn an_empty_node_restores_from_its_backup_on_start() {
     if !require_fuse() {
         return;
     }
-    let (_bk, mut n, db, root) = backed_up_node();
+    let (_bk, mut n, db, root) = backed_up_node("");
     workload(&n, db, 1, 40);
     let t = wait_backup(&n, &root, db);
     let want = image(&n, db);
@@ -491,15 +478,7 @@ fn s3_backups_restore_with_litestream_and_litefs() {
     let want_txid = txid_of(&pos_of(&n, db));
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let m = litefs_fuse_tests::consul::http_request(
-            &n.url,
-            "GET",
-            "/metrics",
-            b"",
-            Duration::from_secs(10),
-        )
-        .unwrap()
-        .1;
+        let m = get(&n, "/metrics").1;
         if m.contains(&format!("litefs_backup_txid{{db=\"{db}\"}} {want_txid}\n")) {
             break;
         }
@@ -605,17 +584,7 @@ fn compaction_moves_level_0_into_level_1() {
         return;
     }
     let Some(ls) = litestream() else { return };
-    let bk = tempfile::tempdir().unwrap();
-    let n = Node::start(&format!(
-        "backup:\n  type: file\n  path: {}\n  sync-interval: 100ms\n  compaction-interval: 300ms\n  l0-retention: 0s\n",
-        bk.path().display()
-    ));
-    let db = "app.db";
-    let root = bk.path().join(db);
-    sql(
-        &n.path(db),
-        "PRAGMA journal_mode=WAL; CREATE TABLE t(id INTEGER PRIMARY KEY, k INTEGER, v BLOB);",
-    );
+    let (_bk, n, db, root) = backed_up_node("  compaction-interval: 300ms\n  l0-retention: 0s\n");
     for chunk in 0..4 {
         workload(&n, db, 1 + chunk, 20);
         std::thread::sleep(Duration::from_millis(250));

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use litefs_fuse_tests::cluster::{
-    cluster, pos_of, require_fuse, run_bounded, same_bytes, sql, wait_same_pos,
+    cluster, get, pos_of, require_fuse, run_bounded, same_bytes, sample, sql, wait_same_pos,
 };
 use litefs_fuse_tests::{litefs_bin, sqlite3_output, Node};
 use std::process::Command;
@@ -81,22 +81,8 @@ fn halt_lock_forwards_a_replicas_writes() {
         eprintln!("{db}: 1,000 forwarded transactions in {:?}", t.elapsed());
         // Counted on both sides.
         for (n, who) in [(&p, "primary"), (a, "replica")] {
-            let m = litefs_fuse_tests::consul::http_request(
-                &n.url,
-                "GET",
-                "/metrics",
-                b"",
-                Duration::from_secs(10),
-            )
-            .unwrap()
-            .1;
-            let line = format!("litefs_db_forwarded_tx_count{{db=\"{db}\"}} ");
-            let v: f64 = m
-                .lines()
-                .find_map(|l| l.strip_prefix(&line))
-                .unwrap_or_else(|| panic!("no {line} on the {who}:\n{m}"))
-                .parse()
-                .unwrap();
+            let m = get(n, "/metrics").1;
+            let v = sample(&m, &format!("litefs_db_forwarded_tx_count{{db=\"{db}\"}}"));
             assert!(v >= 1000.0, "{who}: {v} forwarded transactions counted");
         }
         // Each commit returned only once the primary had it.

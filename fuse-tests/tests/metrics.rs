@@ -4,26 +4,8 @@
 //! only on a node configured with `http.debug: true`.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use litefs_fuse_tests::cluster::{require_fuse, sql, wait_same_pos};
-use litefs_fuse_tests::consul::http_request;
+use litefs_fuse_tests::cluster::{get, require_fuse, sample, sql, wait_same_pos};
 use litefs_fuse_tests::{classic_io, primary_lease, replica_lease, sqlite3_output, Node};
-use std::time::Duration;
-
-/// `GET path` on the node: `(status, body)`.
-fn get(n: &Node, path: &str) -> (u16, String) {
-    http_request(&n.url, "GET", path, b"", Duration::from_secs(10))
-        .unwrap_or_else(|| panic!("GET {path}: no answer; log:\n{}", n.log_text()))
-}
-
-/// The value of the sample `series` (name and labels as written) in a
-/// Prometheus text exposition.
-fn sample(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("no sample {series} in:\n{text}"))
-        .parse()
-        .unwrap_or_else(|e| panic!("{series}: {e}"))
-}
 
 /// `/metrics` of `n`, checked to be the text format: every line a comment
 /// or `name[{labels}] value`.

@@ -5,7 +5,7 @@
 //! speaking plain HTTP/1.1 with a cookie jar of one cookie (`__txid`).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use litefs_fuse_tests::cluster::{require_fuse, wait_same_pos};
+use litefs_fuse_tests::cluster::{get, require_fuse, sample, wait_same_pos};
 use litefs_fuse_tests::{free_port, Node};
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -264,20 +264,12 @@ fn replicas_read_their_own_writes_through_the_proxy() {
     wait_same_pos(&primary.node, &forwarding.node, "app.db");
     wait_same_pos(&primary.node, &replaying.node, "app.db");
     // The proxies count what they did.
-    let m = litefs_fuse_tests::consul::http_request(
-        &forwarding.node.url,
-        "GET",
-        "/metrics",
-        b"",
-        Duration::from_secs(10),
-    )
-    .unwrap()
-    .1;
-    assert!(
-        m.lines()
-            .any(|l| l.starts_with("litefs_proxy_request_count{decision=\"write_forwarded\"} 40")),
-        "forwarded writes not counted:\n{m}"
+    let m = get(&forwarding.node, "/metrics").1;
+    let forwarded = sample(
+        &m,
+        "litefs_proxy_request_count{decision=\"write_forwarded\"}",
     );
+    assert_eq!(forwarded, 40.0, "forwarded writes not counted:\n{m}");
 
     // A TXID far ahead: passthrough paths do not wait for it, others give
     // 504 after the proxy's 5 s wait.
