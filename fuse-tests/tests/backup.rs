@@ -9,6 +9,7 @@
 use litefs_fuse_tests::cluster::{
     backup_txid, get, pos_of, read_file, require_fuse, run_bounded, sql,
 };
+use litefs_fuse_tests::consul::wait_one_primary;
 use litefs_fuse_tests::{litefs_bin, tool, Node};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -82,6 +83,9 @@ fn backed_up_node(extra: &str) -> (tempfile::TempDir, Node, &'static str, PathBu
         "backup:\n  type: file\n  path: {}\n  sync-interval: 100ms\n{extra}",
         bk.path().display()
     ));
+    // With a backup configured, the node is primary only once the
+    // election has looked for something to restore.
+    wait_one_primary(&[&n], Duration::from_secs(20));
     let db = "app.db";
     let root = bk.path().join(db);
     sql(
@@ -381,6 +385,9 @@ fn an_empty_node_restores_from_its_backup_on_start() {
     assert!(n.stop().is_some_and(|s| s.success()), "{}", n.log_text());
     std::fs::remove_dir_all(&n.data).unwrap();
     n.spawn();
+    // The mount comes up before the election has restored and promoted
+    // the node; the database exists once it is primary.
+    wait_one_primary(&[&n], Duration::from_secs(20));
     assert_eq!(txid_of(&pos_of(&n, db)), t, "{}", n.log_text());
     assert!(
         read_file(&n.path(db)).unwrap() == want,
@@ -467,6 +474,7 @@ fn s3_backups_restore_with_litestream_and_litefs() {
         "backup:\n  type: s3\n  bucket: litefs\n  path: backups\n  endpoint: {}\n  region: us-east-1\n  access-key-id: test\n  secret-access-key: test\n  sync-interval: 100ms\n",
         s3.url
     ));
+    wait_one_primary(&[&n], Duration::from_secs(20));
     let db = "app.db";
     sql(
         &n.path(db),
