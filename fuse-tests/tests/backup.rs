@@ -584,64 +584,94 @@ fn s3_backups_restore_with_litestream_and_litefs() {
     );
 }
 
-/// Level-0 files are compacted into level 1 and, past their retention,
-/// removed; both tools still restore the newest state byte for byte.
+/// The files of `level` in the replica at `root`, as (min, max) TXIDs.
+fn level_files(root: &Path, level: u32) -> Vec<(u64, u64)> {
+    let mut v: Vec<(u64, u64)> = std::fs::read_dir(root.join("ltx").join(level.to_string()))
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    let (a, b) = name.strip_suffix(".ltx")?.split_once('-')?;
+                    Some((
+                        u64::from_str_radix(a, 16).ok()?,
+                        u64::from_str_radix(b, 16).ok()?,
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Both tools restore the newest state of the replica at `root` byte for
+/// byte.
+fn both_restore(ls: &Path, root: &Path, want: &[u8], when: &str) {
+    let out = tempfile::tempdir().unwrap();
+    let o = litefs_restore(root, &out.path().join("lf.db"), &[]);
+    assert!(
+        o.status.success(),
+        "{when}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        std::fs::read(out.path().join("lf.db")).unwrap() == want,
+        "{when}: litefs restore differs"
+    );
+    let o = litestream_restore(ls, root, &out.path().join("ls.db"), &[]);
+    assert!(
+        o.status.success(),
+        "{when}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        std::fs::read(out.path().join("ls.db")).unwrap() == want,
+        "{when}: litestream restore differs"
+    );
+}
+
+/// Compaction through two levels, fresh snapshots and retention, as
+/// Litestream does them: while writes go on, level 0 is merged into level
+/// 1 and level 1 into level 2, new snapshots are written and old ones
+/// deleted with every file only they needed; at every point both tools
+/// restore the newest state byte for byte; once the writes stop, the
+/// backup settles to one snapshot and the newest file of each level.
 #[test]
-fn compaction_moves_level_0_into_level_1() {
+fn compaction_levels_snapshots_and_retention() {
     if !require_fuse() {
         return;
     }
     let Some(ls) = litestream() else { return };
-    let (_bk, n, db, root) = backed_up_node("  compaction-interval: 300ms\n  l0-retention: 0s\n");
-    for chunk in 0..4 {
-        workload(&n, db, 1 + chunk, 20);
-        std::thread::sleep(Duration::from_millis(250));
+    let (_bk, n, db, root) = backed_up_node(
+        "  levels:\n    - interval: 300ms\n    - interval: 900ms\n  snapshot:\n    interval: 1500ms\n    retention: 2500ms\n  l0-retention: 0s\n",
+    );
+    for chunk in 0..12 {
+        workload(&n, db, 1 + chunk, 10);
+        std::thread::sleep(Duration::from_millis(300));
     }
-    let want_txid = txid_of(&pos_of(&n, db));
-    let level = |l: u32| -> Vec<(u64, u64)> {
-        let mut v: Vec<(u64, u64)> = std::fs::read_dir(root.join("ltx").join(l.to_string()))
-            .map(|rd| {
-                rd.flatten()
-                    .filter_map(|e| {
-                        let name = e.file_name().to_string_lossy().into_owned();
-                        let (a, b) = name.strip_suffix(".ltx")?.split_once('-')?;
-                        Some((
-                            u64::from_str_radix(a, 16).ok()?,
-                            u64::from_str_radix(b, 16).ok()?,
-                        ))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        v.sort();
-        v
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let w = wait_backup(&n, &root, db);
+    let want = image(&n, db);
+    // Mid-way: whatever mix of snapshots and levels is there now.
+    both_restore(&ls, &root, &want, "with writes just stopped");
+    assert!(!level_files(&root, 2).is_empty(), "level 2 never written");
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let l1 = level(1);
-        if l1.last().is_some_and(|r| r.1 == want_txid) && level(0).is_empty() {
+        let levels: Vec<Vec<(u64, u64)>> = (0..=2).map(|l| level_files(&root, l)).collect();
+        let snaps = level_files(&root, 9);
+        let settled = snaps == [(1, w)] && levels.iter().all(|l| l.len() == 1 && l[0].1 == w);
+        if settled {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "no compaction up to {want_txid:x}: L0 {:?}, L1 {l1:?}\n{}",
-            level(0),
+            "the backup did not settle at {w:x}: L0-2 {levels:?}, L9 {snaps:?}\n{}",
             n.log_text()
         );
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(
-        level(1).len() >= 2,
-        "want several compactions: {:?}",
-        level(1)
+        n.log_text().contains("backup snapshot written"),
+        "no periodic snapshot logged"
     );
-    assert_eq!(level(9).len(), 1);
-    let want = image(&n, db);
-    let out = tempfile::tempdir().unwrap();
-    let o = litefs_restore(&root, &out.path().join("lf.db"), &[]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert!(std::fs::read(out.path().join("lf.db")).unwrap() == want);
-    let o = litestream_restore(&ls, &root, &out.path().join("ls.db"), &[]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert!(std::fs::read(out.path().join("ls.db")).unwrap() == want);
+    both_restore(&ls, &root, &want, "settled");
 }

@@ -281,13 +281,16 @@ section! {
         /// `forward` (ours): on a replica, stream writes to the primary's
         /// proxy instead of answering `fly-replay` (default false).
         forward: bool = false,
-        /// `read-timeout` (default 0: none).
+        /// `read-timeout`: the whole request, body included (default 0:
+        /// none).
         read_timeout: Duration [GoDuration] = Duration::ZERO,
-        /// `read-header-timeout` (default 10s).
+        /// `read-header-timeout`: a request's headers (default 10s).
         read_header_timeout: Duration [GoDuration] = Duration::from_secs(10),
-        /// `write-timeout` (default 0: none).
+        /// `write-timeout`: from a request's headers to the end of its
+        /// response (default 0: none).
         write_timeout: Duration [GoDuration] = Duration::ZERO,
-        /// `idle-timeout` (default 30s).
+        /// `idle-timeout`: a kept-alive connection between requests
+        /// (default 30s).
         idle_timeout: Duration [GoDuration] = Duration::from_secs(30),
     }
 }
@@ -400,10 +403,13 @@ section! {
         /// `sync-interval` (ours): how often new transactions are written
         /// to the backup (default 1s, Litestream's).
         sync_interval: Duration [GoDuration] = Duration::from_secs(1),
-        /// `compaction-interval` (ours): how often level-0 files are
-        /// compacted into a level-1 file (default 30s, Litestream's; 0:
-        /// never).
-        compaction_interval: Duration [GoDuration] = Duration::from_secs(30),
+        /// `levels` (ours, Litestream's key): compaction levels 1, 2, ...,
+        /// each `{interval}`: how often it merges the new files of the level
+        /// below (default 30s, 5m, 1h, Litestream's; `[]`: no compaction).
+        levels: Vec<LevelConfig> = default_levels(),
+        /// `snapshot` (ours, Litestream's keys): fresh snapshots and how
+        /// long history is kept.
+        snapshot: SnapshotConfig = SnapshotConfig::default(),
         /// `l0-retention` (ours): how long a compacted level-0 file is kept
         /// (default 5m, Litestream's).
         l0_retention: Duration [GoDuration] = Duration::from_secs(300),
@@ -428,6 +434,36 @@ section! {
         cluster: String = String::new(),
         /// `auth-token`: LiteFS Cloud token.
         auth_token: String = String::new(),
+    }
+}
+
+section! {
+    /// One entry of `backup.levels`.
+    struct LevelConfig via RawLevelConfig {
+        /// `interval`: how often this level compacts (required, > 0).
+        interval: Duration [GoDuration] = Duration::ZERO,
+    }
+}
+
+/// Litestream's compaction levels: 30 s, 5 min, 1 h.
+fn default_levels() -> Vec<LevelConfig> {
+    [30, 300, 3600]
+        .into_iter()
+        .map(|s| LevelConfig {
+            interval: Duration::from_secs(s),
+        })
+        .collect()
+}
+
+section! {
+    /// `backup.snapshot`.
+    struct SnapshotConfig via RawSnapshotConfig {
+        /// `interval`: how often a fresh snapshot is written when the
+        /// database has changed (default 24h; 0: only the first).
+        interval: Duration [GoDuration] = Duration::from_secs(24 * 3600),
+        /// `retention`: how long snapshots, and the files restores from
+        /// them need, are kept (default 24h; 0: forever).
+        retention: Duration [GoDuration] = Duration::from_secs(24 * 3600),
     }
 }
 
@@ -637,6 +673,21 @@ impl Config {
                     return Err(invalid("backup.path", "required with backup.type file"));
                 }
             }
+        }
+        if self.backup.levels.len() > 8 {
+            return Err(invalid(
+                "backup.levels",
+                format!(
+                    "at most 8 levels (1 to 8), not {}",
+                    self.backup.levels.len()
+                ),
+            ));
+        }
+        if let Some(i) = self.backup.levels.iter().position(|l| l.interval.is_zero()) {
+            return Err(invalid(
+                "backup.levels",
+                format!("level {} needs an interval above 0", i + 1),
+            ));
         }
         Ok(())
     }

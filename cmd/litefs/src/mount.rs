@@ -276,7 +276,9 @@ fn spawn_backup(
         litefs_backup::BackupOptions {
             target,
             interval: config.backup.sync_interval.max(Duration::from_millis(10)),
-            compaction_interval: config.backup.compaction_interval,
+            levels: config.backup.levels.iter().map(|l| l.interval).collect(),
+            snapshot_interval: config.backup.snapshot.interval,
+            retention: config.backup.snapshot.retention,
             l0_retention: config.backup.l0_retention,
         },
     ));

@@ -7,13 +7,17 @@
 //! go by it). The primary writes snapshots at level 9 (the first backup,
 //! and whenever its LTX history no longer continues the backup) and the
 //! transactions since at level 0, one file per sync, several commits
-//! compacted into it ([`Backup`]). [`restore`] rebuilds a database from
+//! compacted into it ([`Backup`]); higher levels merge the files below
+//! them on their own intervals, fresh snapshots come now and then, and
+//! retention deletes what no restore in its window needs
+//! (`compaction`). [`restore`] rebuilds a database from
 //! such a directory, ours or Litestream's, at the newest position, a TXID
 //! or a time, and refuses a broken chain.
 //!
 //! The crate knows the store (positions, LTX files, snapshots) and files;
 //! nothing of FUSE or HTTP.
 
+mod compaction;
 mod convert;
 mod layout;
 mod restore;

@@ -1,7 +1,7 @@
 //! Rebuilding a database from a replica directory (ours or Litestream's),
 //! as `litestream restore` plans it: the newest snapshot at or before the
-//! target, then the files that continue it, preferring the ones that reach
-//! furthest.
+//! target, then the files that continue it (starting at or before the next
+//! TXID), preferring the ones that reach furthest.
 
 use crate::layout::{ReplicaFile, Storage};
 use crate::upload::Target;
@@ -85,7 +85,10 @@ fn plan(
     loop {
         let next = all
             .iter()
-            .filter(|f| f.min.0 == at.0 + 1 && within(f, target))
+            // A file may start before the chain's end: its pages are the
+            // newest as of its last TXID, so applying it over a later
+            // snapshot is still exact (snapshots fall anywhere).
+            .filter(|f| f.min.0 <= at.0 + 1 && f.max > at && within(f, target))
             .max_by_key(|f| (f.max, f.level));
         match next {
             Some(f) => {

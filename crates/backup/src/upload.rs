@@ -1,7 +1,8 @@
 //! The primary's side: keep each database's replica directory up to date
 //! with its LTX history.
 
-use crate::convert::{compact, header_of, next_after, v1_to_v3};
+use crate::compaction::{compact_level, enforce_retention, snapshot_due, written, Retention};
+use crate::convert::{header_of, next_after, v1_to_v3};
 use crate::layout::{FileReplica, Storage, SNAPSHOT_LEVEL};
 use crate::s3::S3Options;
 use crate::BackupError;
@@ -48,10 +49,18 @@ pub struct BackupOptions {
     pub target: Target,
     /// How often new transactions are written out (Litestream: 1 s).
     pub interval: Duration,
-    /// How often level-0 files are compacted into one level-1 file
-    /// (Litestream: 30 s); zero: never.
-    pub compaction_interval: Duration,
-    /// How long a level-0 file a level-1 file covers is kept (Litestream:
+    /// Compaction levels 1, 2, ...: how often each merges the new files
+    /// of the level below into one file (Litestream: 30 s, 5 min, 1 h);
+    /// empty: no compaction. At most 8.
+    pub levels: Vec<Duration>,
+    /// How often a fresh snapshot is written, when the database has moved
+    /// on since the newest one (Litestream: 24 h); zero: only the first.
+    pub snapshot_interval: Duration,
+    /// How long snapshots are kept (the newest always is), and with them
+    /// every file a restore from them needs (Litestream: 24 h); zero:
+    /// forever.
+    pub retention: Duration,
+    /// How long a level-0 file a higher level covers is kept (Litestream:
     /// 5 min), for restores to a point inside it.
     pub l0_retention: Duration,
 }
@@ -270,55 +279,56 @@ impl Backup {
         }
     }
 
-    /// Compacts the level-0 files after the newest level-1 file (or
-    /// snapshot) into one level-1 file, and deletes level-0 files a
-    /// level-1 file covers once they are older than `l0_retention`.
-    /// Returns the new level-1 file's last TXID, if one was written.
-    pub fn compact_db(&self, name: &str) -> Result<Option<Txid>, BackupError> {
-        let replica = self.replica(name)?;
-        let files = replica.files()?;
-        let base = files
-            .iter()
-            .filter(|f| f.level == 1 || f.level == SNAPSHOT_LEVEL)
-            .map(|f| f.max)
-            .max()
-            .unwrap_or(Txid(0));
-        let mut run = Vec::new();
-        let mut next = Txid(base.0 + 1);
-        for f in files.iter().filter(|f| f.level == 0 && f.min > base) {
-            if f.min != next {
-                break;
+    /// Housekeeping of `db`'s backup: compacts each level in `levels`
+    /// (ascending, so a level sees what the one below just got), writes a
+    /// fresh snapshot when one is due, and deletes what retention no
+    /// longer keeps.
+    pub fn maintain_db(&self, db: &Db, levels: &[u8]) -> Result<(), BackupError> {
+        let replica = self.replica(db.name())?;
+        let replica = replica.as_ref();
+        let mut files = replica.files()?;
+        for &level in levels {
+            if let Some(f) = compact_level(replica, &files, level)? {
+                files.push(f);
             }
-            next = Txid(f.max.0 + 1);
-            run.push(f);
         }
-        let mut wrote = None;
-        if base.0 > 0 && !run.is_empty() {
-            let bytes: Vec<Vec<u8>> = run
-                .iter()
-                .map(|f| replica.read(f))
-                .collect::<Result<_, _>>()?;
-            let slices: Vec<&[u8]> = bytes.iter().map(Vec::as_slice).collect();
-            let (h, b, _) = compact(&slices, litefs_ltx::Version::V3)?;
-            replica.write(1, &h, &b)?;
-            tracing::debug!(db = name, min = %h.min_txid, max = %h.max_txid, files = run.len(), "backup compacted into level 1");
-            wrote = Some(h.max_txid);
-        }
-        let covered = wrote.unwrap_or(base);
         let now = std::time::SystemTime::now();
-        for f in files.iter().filter(|f| f.level == 0 && f.max <= covered) {
-            let covered_by_l1 = files
-                .iter()
-                .any(|g| g.level == 1 && g.min <= f.min && g.max >= f.max)
-                || wrote.is_some_and(|w| f.max <= w && f.min > base);
-            let old = now
-                .duration_since(f.time)
-                .is_ok_and(|age| age >= self.opts.l0_retention);
-            if covered_by_l1 && old {
-                replica.delete(f)?;
+        if snapshot_due(&files, self.opts.snapshot_interval, db.pos().txid, now) {
+            if let Some(f) = self.snapshot(db, replica)? {
+                files.push(f);
             }
         }
-        Ok(wrote)
+        enforce_retention(
+            replica,
+            &files,
+            Retention {
+                snapshots: self.opts.retention,
+                l0: self.opts.l0_retention,
+            },
+            now,
+        )?;
+        Ok(())
+    }
+
+    /// Writes a snapshot of `db` at its committed position to level 9,
+    /// beside the backup's other files. The level-0 chain is left as it
+    /// is: the next sync continues it from where it was.
+    fn snapshot(
+        &self,
+        db: &Db,
+        replica: &dyn Storage,
+    ) -> Result<Option<crate::layout::ReplicaFile>, BackupError> {
+        let Some((_, snap)) = db.snapshot_ltx(self.fence.as_ref())? else {
+            return Ok(None);
+        };
+        let (h, b, post) = v1_to_v3(&[&snap])?;
+        replica.write_pos(Pos {
+            txid: h.max_txid,
+            post_apply_checksum: post,
+        })?;
+        let path = replica.write(SNAPSHOT_LEVEL, &h, &b)?;
+        tracing::info!(db = db.name(), txid = %h.max_txid, file = %path.display(), "backup snapshot written");
+        Ok(Some(written(SNAPSHOT_LEVEL, &h, path)))
     }
 
     fn caught_up(&self, db: &str) {
@@ -339,13 +349,30 @@ impl Backup {
     pub fn run(&self, stop: &AtomicBool) {
         let mut failing: HashMap<String, String> = HashMap::new();
         let mut backoff: HashMap<String, (std::time::Instant, Duration)> = HashMap::new();
-        let mut compacted = std::time::Instant::now();
+        let started = std::time::Instant::now();
+        let mut level_at = vec![started; self.opts.levels.len()];
+        // Snapshots and retention are looked at with the first level's
+        // compaction, or every 30 s without compaction.
+        let housekeeping = self
+            .opts
+            .levels
+            .first()
+            .copied()
+            .unwrap_or(Duration::from_secs(30));
+        let mut kept_at = started;
         while !stop.load(Ordering::Acquire) {
             std::thread::sleep(self.opts.interval);
-            let compact_now = !self.opts.compaction_interval.is_zero()
-                && compacted.elapsed() >= self.opts.compaction_interval;
-            if compact_now {
-                compacted = std::time::Instant::now();
+            let now = std::time::Instant::now();
+            let mut due: Vec<u8> = Vec::new();
+            for (i, every) in self.opts.levels.iter().enumerate() {
+                if now.duration_since(level_at[i]) >= *every {
+                    level_at[i] = now;
+                    due.push(i as u8 + 1);
+                }
+            }
+            let maintain = !due.is_empty() || now.duration_since(kept_at) >= housekeeping;
+            if maintain {
+                kept_at = now;
             }
             if !self.store.role().is_primary() {
                 // Another node writes the backup; learn its position anew
@@ -367,8 +394,8 @@ impl Backup {
                     continue;
                 }
                 let r = self.sync_db(&db).and_then(|t| {
-                    if compact_now {
-                        self.compact_db(db.name())?;
+                    if maintain {
+                        self.maintain_db(&db, &due)?;
                     }
                     Ok(t)
                 });

@@ -69,6 +69,11 @@ fn defaults_are_litefs_new_config() {
     assert_eq!(b.kind, BackupType::None);
     assert_eq!(b.url, "https://litefs.fly.io");
     assert!(b.path.as_os_str().is_empty() && b.cluster.is_empty() && b.auth_token.is_empty());
+    let levels: Vec<u64> = b.levels.iter().map(|l| l.interval.as_secs()).collect();
+    assert_eq!(levels, [30, 300, 3600]);
+    assert_eq!(b.snapshot.interval, Duration::from_secs(86400));
+    assert_eq!(b.snapshot.retention, Duration::from_secs(86400));
+    assert_eq!(b.l0_retention, Duration::from_secs(300));
     assert_eq!(c.log.format, LogFormat::Text);
     assert!(!c.log.timestamp && !c.log.debug);
     let t = &c.tracing;
@@ -518,6 +523,34 @@ fn proxy_and_backup_rules() {
     ));
     valid(&format!("{STATIC}backup:\n  type: litefs-cloud\n"));
     valid(&format!("{STATIC}backup:\n  type: \"\"\n"));
+    let c = valid(&format!(
+        "{STATIC}backup:\n  levels:\n    - interval: 1s\n    - interval: 1m\n  snapshot:\n    interval: 1h\n    retention: 0s\n"
+    ));
+    let levels: Vec<u64> = c
+        .backup
+        .levels
+        .iter()
+        .map(|l| l.interval.as_secs())
+        .collect();
+    assert_eq!(levels, [1, 60]);
+    assert_eq!(c.backup.snapshot.interval, Duration::from_secs(3600));
+    assert!(c.backup.snapshot.retention.is_zero());
+    assert!(valid(&format!("{STATIC}backup:\n  levels: []\n"))
+        .backup
+        .levels
+        .is_empty());
+    let e = invalid_err(&format!(
+        "{STATIC}backup:\n  levels:\n    - interval: 1s\n    - {{}}\n"
+    ));
+    assert_eq!(
+        e,
+        "config: backup.levels: level 2 needs an interval above 0"
+    );
+    let nine = "    - interval: 1s\n".repeat(9);
+    let e = invalid_err(&format!("{STATIC}backup:\n  levels:\n{nine}"));
+    assert_eq!(e, "config: backup.levels: at most 8 levels (1 to 8), not 9");
+    let e = parse_err(&format!("{STATIC}backup:\n  levels:\n    - every: 1s\n"));
+    assert!(e.contains("every"), "{e}");
 }
 
 #[test]
