@@ -176,7 +176,12 @@ fn start_proxy(
         passthrough: p.passthrough.clone(),
         always_forward: p.always_forward.clone(),
         forward: p.forward,
-        read_header_timeout: p.read_header_timeout,
+        timeouts: litefs_proxy::Timeouts {
+            read: p.read_timeout,
+            read_header: p.read_header_timeout,
+            write: p.write_timeout,
+            idle: p.idle_timeout,
+        },
     };
     let find: litefs_proxy::FindPrimaryProxy = Arc::new(move |primary: PrimaryInfo| {
         let token = token.clone();

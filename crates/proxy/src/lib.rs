@@ -22,6 +22,10 @@
 //! store (positions, the role); it knows nothing of FUSE or the node API
 //! beyond a function, given by the binary, that finds the primary's proxy.
 
+mod conn;
+
+pub use conn::{serve_connection, Timeouts};
+
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
@@ -66,8 +70,10 @@ pub struct ProxyOptions {
     /// `forward` (ours): stream writes on a replica to the primary's proxy
     /// instead of answering `fly-replay`.
     pub forward: bool,
-    /// `read-header-timeout`: a client must send its headers within this.
-    pub read_header_timeout: Duration,
+    /// `read-timeout`, `read-header-timeout`, `write-timeout`,
+    /// `idle-timeout`: Go's `http.Server` limits on each client
+    /// connection.
+    pub timeouts: Timeouts,
 }
 
 /// Finds the URL (`http://host:port`) of the primary's proxy, for
@@ -436,7 +442,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     tokio::pin!(shutdown);
-    let header_timeout = proxy.opts.read_header_timeout;
+    let timeouts = proxy.opts.timeouts;
     loop {
         let (tcp, peer) = tokio::select! {
             _ = &mut shutdown => return Ok(()),
@@ -452,16 +458,11 @@ pub async fn serve(
         let _ = tcp.set_nodelay(true);
         let p = proxy.clone();
         tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| {
+            let handler = move |req| {
                 let p = p.clone();
-                async move { Ok::<_, std::convert::Infallible>(p.handle(req).await) }
-            });
-            let mut b = hyper::server::conn::http1::Builder::new();
-            b.timer(hyper_util::rt::TokioTimer::new());
-            if !header_timeout.is_zero() {
-                b.header_read_timeout(header_timeout);
-            }
-            if let Err(e) = b.serve_connection(TokioIo::new(tcp), svc).await {
+                async move { p.handle(req).await }
+            };
+            if let Err(e) = conn::serve_connection(tcp, timeouts, handler).await {
                 tracing::debug!(%peer, error = %e, "proxy: connection ended");
             }
         });
