@@ -424,10 +424,16 @@ impl Drop for Moto {
 }
 
 fn moto(dir: &Path) -> Option<Moto> {
+    moto_with(dir, &[])
+}
+
+/// [`moto`] with more environment for the server.
+fn moto_with(dir: &Path, env: &[(&str, &str)]) -> Option<Moto> {
     let bin = tool("MOTO_SERVER_BIN", "moto_server")?;
     let port = litefs_fuse_tests::free_port();
     let log = std::fs::File::create(dir.join("moto.log")).unwrap();
     let child = Command::new(bin)
+        .envs(env.iter().copied())
         .args(["-H", "127.0.0.1", "-p", &port.to_string()])
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
@@ -582,6 +588,65 @@ fn s3_backups_restore_with_litestream_and_litefs() {
         !o.status.success(),
         "an empty node wrote without checking its backup"
     );
+}
+
+/// Credentials the bucket refuses (a moto_server that checks them once
+/// the bucket exists): an empty node does not become primary and its log
+/// names the settings to check; `litefs restore` fails the same way and
+/// writes nothing.
+#[test]
+fn s3_credentials_the_bucket_refuses_are_named() {
+    if !require_fuse() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let Some(s3) = moto_with(dir.path(), &[("INITIAL_NO_AUTH_ACTION_COUNT", "1")]) else {
+        return;
+    };
+    let n = Node::start(&format!(
+        "backup:\n  type: s3\n  bucket: litefs\n  endpoint: {}\n  access-key-id: wrong\n  secret-access-key: wrong\n  sync-interval: 100ms\n",
+        s3.url
+    ));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let log = n.log_text();
+        if log.lines().any(|l| {
+            l.contains("not becoming the primary")
+                && l.contains("InvalidAccessKeyId")
+                && l.contains("backup.access-key-id")
+        }) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no clear error for refused credentials:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let o = litefs_fuse_tests::sqlite3_output(&n.path("app.db"), "CREATE TABLE t(x);");
+    assert!(
+        !o.status.success(),
+        "an empty node wrote without its backup"
+    );
+
+    let out = dir.path().join("out.db");
+    let o = run_bounded(
+        Command::new(litefs_bin())
+            .env("AWS_ACCESS_KEY_ID", "wrong")
+            .env("AWS_SECRET_ACCESS_KEY", "wrong")
+            .arg("restore")
+            .arg("-o")
+            .arg(&out)
+            .arg(format!("s3://litefs/app.db?endpoint={}", s3.url)),
+        Duration::from_secs(60),
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "restored with refused credentials");
+    assert!(
+        err.contains("InvalidAccessKeyId") && err.contains("AWS_ACCESS_KEY_ID"),
+        "{err}"
+    );
+    assert!(!out.exists());
 }
 
 /// The files of `level` in the replica at `root`, as (min, max) TXIDs.

@@ -114,11 +114,31 @@ fn runtime() -> Result<tokio::runtime::Runtime, BackupError> {
         })
 }
 
+/// An object-store error, with a hint at the settings to check when the
+/// bucket refused the credentials or does not exist.
 fn remote(what: String, e: object_store::Error) -> BackupError {
-    BackupError::Remote {
-        what,
-        message: e.to_string(),
+    // The service's XML error body comes inside: one line for the log.
+    let mut message = e.to_string().split_whitespace().collect::<Vec<_>>().join(" ");
+    let refused = matches!(
+        e,
+        object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. }
+    ) || [
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "AccessDenied",
+        "InvalidToken",
+        "ExpiredToken",
+    ]
+    .iter()
+    .any(|code| message.contains(code));
+    if refused {
+        message.push_str(
+            " (the bucket refused the credentials: check backup.access-key-id and backup.secret-access-key, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)",
+        );
+    } else if message.contains("NoSuchBucket") {
+        message.push_str(" (check backup.bucket)");
     }
+    BackupError::Remote { what, message }
 }
 
 /// One database's backup under an S3 prefix.

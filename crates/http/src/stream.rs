@@ -144,7 +144,7 @@ impl Streamer {
         self.send(Frame::Ready).await?;
         self.count.ready();
         self.send(Frame::Heartbeat {
-            timestamp_ms: now_ms(),
+            timestamp_ms: litefs_ltx::now_ms(),
         })
         .await?;
         let take = || -> Result<Vec<String>, StreamError> {
@@ -187,7 +187,7 @@ impl Streamer {
                 _ = &mut demoted => {}
                 _ = wake.notified() => {}
                 _ = tokio::time::sleep(HEARTBEAT) => {
-                    self.send(Frame::Heartbeat { timestamp_ms: now_ms() }).await?;
+                    self.send(Frame::Heartbeat { timestamp_ms: litefs_ltx::now_ms() }).await?;
                 }
                 _ = self.tx.closed() => return Err(StreamError::Gone),
             }
@@ -286,11 +286,4 @@ fn trailer_post(b: &[u8]) -> Option<litefs_ltx::Checksum> {
     let t = b.get(b.len().checked_sub(TRAILER_SIZE)?..)?;
     let v = u64::from_be_bytes(t[..8].try_into().ok()?);
     Some(litefs_ltx::Checksum(v))
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }

@@ -65,6 +65,15 @@ pub struct Header {
     pub node_id: u64,
 }
 
+/// Now, as an LTX header's `timestamp`: milliseconds since the Unix epoch
+/// (0 if the clock is before it).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
 impl Header {
     /// A snapshot header (MinTXID 1, no pre-apply checksum) up to `max_txid`.
     pub fn snapshot(page_size: u32, commit: u32, max_txid: Txid, timestamp: i64) -> Header {

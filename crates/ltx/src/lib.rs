@@ -50,7 +50,8 @@ pub use decoder::{verify, Decoder, PageInfo};
 pub use encoder::{Encoder, Format};
 pub use error::{DecodeError, EncodeError, HeaderError};
 pub use header::{
-    Header, Trailer, Version, FLAG_COMPRESS_LZ4, FLAG_NO_CHECKSUM, HEADER_SIZE, MAGIC, TRAILER_SIZE,
+    now_ms, Header, Trailer, Version, FLAG_COMPRESS_LZ4, FLAG_NO_CHECKSUM, HEADER_SIZE, MAGIC,
+    TRAILER_SIZE,
 };
 pub use types::{
     format_file_name, is_valid_page_size, lock_pgno, parse_file_name, Checksum, ParsePosError, Pos,

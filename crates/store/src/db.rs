@@ -179,12 +179,7 @@ pub struct Db {
     halted: std::sync::atomic::AtomicBool,
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+use litefs_ltx::now_ms;
 
 fn open_read(path: &Path) -> Result<Option<File>, StoreError> {
     match File::open(path) {

@@ -2,7 +2,6 @@
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The primary this node follows, as the lease names it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -146,12 +145,7 @@ impl Role {
     }
 }
 
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub(crate) use litefs_ltx::now_ms;
 
 #[cfg(test)]
 mod tests {
