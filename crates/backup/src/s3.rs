@@ -118,7 +118,11 @@ fn runtime() -> Result<tokio::runtime::Runtime, BackupError> {
 /// bucket refused the credentials or does not exist.
 fn remote(what: String, e: object_store::Error) -> BackupError {
     // The service's XML error body comes inside: one line for the log.
-    let mut message = e.to_string().split_whitespace().collect::<Vec<_>>().join(" ");
+    let mut message = e
+        .to_string()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
     let refused = matches!(
         e,
         object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. }

@@ -40,6 +40,9 @@ pub struct Node {
     /// replica's proxy can forward writes to the primary's).
     pub proxy_url: Option<String>,
     cluster: ClusterId,
+    /// Where large LTX files from the primary collect as they arrive (the
+    /// data directory: the database's disk, not memory).
+    pub(crate) spill_dir: std::path::PathBuf,
     streams: AtomicUsize,
     /// Replicas streaming from this node now.
     peers: Mutex<Vec<Peer>>,
@@ -263,6 +266,7 @@ impl Node {
             promote: opts.promote,
             proxy_url: opts.proxy_url,
             cluster: ClusterId::load(data_dir)?,
+            spill_dir: data_dir.to_path_buf(),
             streams: AtomicUsize::new(0),
             peers: Mutex::new(Vec::new()),
             next_peer: AtomicU64::new(0),

@@ -79,6 +79,14 @@ pub enum WireError {
         /// The limit.
         limit: u64,
     },
+    /// Writing LTX data to its spill file failed.
+    #[error("spilling LTX data to {dir}: {message}")]
+    Spill {
+        /// The spill directory.
+        dir: String,
+        /// What failed.
+        message: String,
+    },
     /// A position map lists the same database twice.
     #[error("position map lists database {name:?} twice")]
     DuplicateName {
@@ -314,11 +322,36 @@ enum State {
     /// Reading an LTX frame's chunks.
     Ltx {
         name: String,
-        data: BytesMut,
+        data: LtxBuf,
         /// Bytes still to come in the current chunk; 0 means a chunk length
         /// is expected next.
         chunk_left: usize,
     },
+}
+
+/// Where an LTX frame's data collects: memory, or past the spill
+/// threshold an unlinked temporary file (mapped into memory once whole, so
+/// a snapshot of a large database costs page cache, not heap).
+#[derive(Debug)]
+enum LtxBuf {
+    Mem(BytesMut),
+    File { file: std::fs::File, len: u64 },
+}
+
+impl LtxBuf {
+    fn len(&self) -> u64 {
+        match self {
+            LtxBuf::Mem(b) => b.len() as u64,
+            LtxBuf::File { len, .. } => *len,
+        }
+    }
+}
+
+/// Spill settings of a [`FrameDecoder`].
+#[derive(Debug, Clone)]
+struct Spill {
+    dir: std::path::PathBuf,
+    threshold: u64,
 }
 
 /// An incremental `/stream` frame decoder for bytes arriving in arbitrary
@@ -334,6 +367,7 @@ pub struct FrameDecoder {
     buf: BytesMut,
     state: State,
     max_ltx_bytes: u64,
+    spill: Option<Spill>,
     failed: Option<WireError>,
 }
 
@@ -345,8 +379,19 @@ impl FrameDecoder {
             buf: BytesMut::new(),
             state: State::Idle,
             max_ltx_bytes,
+            spill: None,
             failed: None,
         }
+    }
+
+    /// Collects an LTX file's data past `threshold` bytes in an unlinked
+    /// temporary file in `dir` instead of memory.
+    pub fn with_spill(mut self, dir: impl Into<std::path::PathBuf>, threshold: u64) -> Self {
+        self.spill = Some(Spill {
+            dir: dir.into(),
+            threshold,
+        });
+        self
     }
 
     /// Adds received bytes.
@@ -403,7 +448,7 @@ impl FrameDecoder {
                 Header::Ltx(name) => {
                     self.state = State::Ltx {
                         name,
-                        data: BytesMut::new(),
+                        data: LtxBuf::Mem(BytesMut::new()),
                         chunk_left: 0,
                     }
                 }
@@ -421,7 +466,7 @@ impl FrameDecoder {
                 if n == 0 {
                     return Ok(None);
                 }
-                data.extend_from_slice(&self.buf[..n]);
+                append(data, &self.buf[..n], self.spill.as_ref())?;
                 self.buf.advance(n);
                 *chunk_left -= n;
                 continue;
@@ -433,7 +478,7 @@ impl FrameDecoder {
             if len == 0 {
                 break;
             }
-            let total = (data.len() + len) as u64;
+            let total = data.len() + len as u64;
             if total > self.max_ltx_bytes {
                 return Err(WireError::TooLarge {
                     what: "LTX data",
@@ -446,9 +491,56 @@ impl FrameDecoder {
         match std::mem::replace(&mut self.state, State::Idle) {
             State::Ltx { name, data, .. } => Ok(Some(Frame::Ltx {
                 name,
-                data: data.freeze(),
+                data: finish(data, self.spill.as_ref())?,
             })),
             State::Idle => Ok(None),
+        }
+    }
+}
+
+fn spill_err(spill: Option<&Spill>, e: std::io::Error) -> WireError {
+    WireError::Spill {
+        dir: spill
+            .map(|s| s.dir.display().to_string())
+            .unwrap_or_default(),
+        message: e.to_string(),
+    }
+}
+
+/// Adds LTX data to `data`, moving it to a spill file once it passes the
+/// threshold.
+fn append(data: &mut LtxBuf, bytes: &[u8], spill: Option<&Spill>) -> Result<(), WireError> {
+    use std::io::Write;
+    if let (LtxBuf::Mem(m), Some(sp)) = (&*data, spill) {
+        if m.len() as u64 + bytes.len() as u64 > sp.threshold {
+            let mut file = tempfile::tempfile_in(&sp.dir).map_err(|e| spill_err(spill, e))?;
+            file.write_all(m).map_err(|e| spill_err(spill, e))?;
+            *data = LtxBuf::File {
+                file,
+                len: m.len() as u64,
+            };
+        }
+    }
+    match data {
+        LtxBuf::Mem(m) => m.extend_from_slice(bytes),
+        LtxBuf::File { file, len } => {
+            file.write_all(bytes).map_err(|e| spill_err(spill, e))?;
+            *len += bytes.len() as u64;
+        }
+    }
+    Ok(())
+}
+
+/// The whole LTX file: the memory, or the spill file mapped.
+fn finish(data: LtxBuf, spill: Option<&Spill>) -> Result<Bytes, WireError> {
+    match data {
+        LtxBuf::Mem(m) => Ok(m.freeze()),
+        LtxBuf::File { file, .. } => {
+            // SAFETY: the file is ours alone: created unlinked by this
+            // decoder, written only above, and never written again, so the
+            // mapping cannot change under the bytes that borrow it.
+            let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| spill_err(spill, e))?;
+            Ok(Bytes::from_owner(map))
         }
     }
 }
@@ -880,6 +972,48 @@ mod tests {
             data: Bytes::from_static(&[0; 10]),
         }));
         assert!(dec.next_frame().unwrap().is_some());
+    }
+
+    #[test]
+    fn large_ltx_data_spills_to_a_file_and_arrives_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let frames = [
+            Frame::Ltx {
+                name: "big".into(),
+                data: Bytes::from(data.clone()),
+            },
+            Frame::Ltx {
+                name: "small".into(),
+                data: Bytes::from_static(b"tiny"),
+            },
+            Frame::Ready,
+        ];
+        let mut stream = BytesMut::new();
+        for f in &frames {
+            encode_frame_into(f, &mut stream);
+        }
+        let mut dec = FrameDecoder::new(DEFAULT_MAX_LTX_BYTES).with_spill(dir.path(), 1000);
+        let mut got = Vec::new();
+        // In odd pieces, as a network delivers them.
+        for piece in stream.chunks(7919) {
+            dec.push(piece);
+            while let Some(f) = dec.next_frame().unwrap() {
+                got.push(f);
+            }
+        }
+        dec.finish().unwrap();
+        assert_eq!(got, frames);
+        // The spill file is unlinked from the start: nothing is left.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+
+        let gone = dir.path().join("missing");
+        let mut dec = FrameDecoder::new(DEFAULT_MAX_LTX_BYTES).with_spill(&gone, 1000);
+        dec.push(&stream);
+        match dec.next_frame() {
+            Err(WireError::Spill { dir, .. }) => assert_eq!(dir, gone.display().to_string()),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
