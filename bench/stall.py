@@ -9,14 +9,15 @@
 blobs; a writer thread then commits one small INSERT after another
 (synchronous=NORMAL) and records each commit's latency while
 
-1. `GET /export` reads the whole database (writers are held off while it
-   is read), and
-2. a replica starts empty and bootstraps from a snapshot of the whole
-   database (held off while the snapshot is read), until its copy has
-   the primary's position.
+1. a replica starts empty and bootstraps from a snapshot of the whole
+   database (writers are held off while the snapshot is read), until its
+   copy has the primary's position, and
+2. `GET /export` reads the whole database (held off the same way).
 
-Prints, for each, its duration and the writer's worst commit latency
-meanwhile (against its median before), and writes DIR/stall.json. It
+Prints, for each, its duration, the writer's worst commit latency
+meanwhile (against its median before) and the primary's peak anonymous
+memory (heap; a mapped snapshot file is page cache), and writes
+DIR/stall.json. It
 asserts nothing about speed; it exits 1 if the replica does not reach the
 primary's position within --timeout. Daemons are stopped and mounts
 lazily unmounted on every exit path.
@@ -25,6 +26,35 @@ import argparse, json, os, shutil, sqlite3, statistics, sys, tempfile, threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import lag  # noqa: E402  (Node, read_pos)
+
+
+class RssPeak(threading.Thread):
+    """The peak anonymous resident memory (MiB: heap, not the page cache a
+    mapped file uses) of process `pid`, sampled every 20 ms while in a
+    `with` block."""
+
+    def __init__(self, pid):
+        super().__init__(daemon=True)
+        self.pid, self.peak, self.done = pid, 0, False
+
+    def run(self):
+        while not self.done:
+            try:
+                with open(f"/proc/{self.pid}/status") as f:
+                    for line in f:
+                        if line.startswith("RssAnon:"):
+                            self.peak = max(self.peak, int(line.split()[1]) // 1024)
+            except OSError:
+                return
+            time.sleep(0.02)
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.done = True
+        self.join()
 
 
 class Writer:
@@ -96,16 +126,7 @@ def main():
         size_mb = os.path.getsize(db) / 2**20
         out = {"db_mb": round(size_mb)}
 
-        with Writer(db) as w:
-            t0 = time.monotonic()
-            body = urllib.request.urlopen(f"{p.url}/export?name=app.db", timeout=a.timeout).read()
-            t1 = time.monotonic()
-            time.sleep(0.5)
-        worst, median = w.worst(t0, t1)
-        out["export"] = {"mb": round(len(body) / 2**20), "seconds": round(t1 - t0, 2),
-                         "worst_commit_ms": round(worst), "median_commit_ms": round(median, 3)}
-
-        with Writer(db) as w:
+        with Writer(db) as w, RssPeak(p.proc.pid) as rss:
             r = lag.Node(litefs, base, "replica", "", True)
             with open(r.cfg, "a") as f:
                 f.write(f"lease:\n  type: static\n  candidate: false\n  hostname: replica\n"
@@ -131,13 +152,25 @@ def main():
             time.sleep(0.5)
         worst, median = w.worst(t0, t1)
         out["bootstrap"] = {"seconds": round(t1 - t0, 2), "worst_commit_ms": round(worst),
-                            "median_commit_ms": round(median, 3)}
+                            "median_commit_ms": round(median, 3), "primary_peak_anon_mib": rss.peak}
 
-        print(f"| {out['db_mb']} MB database | duration | worst commit meanwhile | median commit before |")
-        print("|---|---|---|---|")
-        e, b = out["export"], out["bootstrap"]
-        print(f"| GET /export | {e['seconds']} s | {e['worst_commit_ms']} ms | {e['median_commit_ms']} ms |")
-        print(f"| replica bootstrap | {b['seconds']} s | {b['worst_commit_ms']} ms | {b['median_commit_ms']} ms |")
+        with Writer(db) as w, RssPeak(p.proc.pid) as rss:
+            t0 = time.monotonic()
+            body = urllib.request.urlopen(f"{p.url}/export?name=app.db", timeout=a.timeout).read()
+            t1 = time.monotonic()
+            time.sleep(0.5)
+        worst, median = w.worst(t0, t1)
+        out["export"] = {"mb": round(len(body) / 2**20), "seconds": round(t1 - t0, 2),
+                         "worst_commit_ms": round(worst), "median_commit_ms": round(median, 3),
+                         "primary_peak_anon_mib": rss.peak}
+        del body
+
+        print(f"| {out['db_mb']} MB database | duration | worst commit meanwhile | median commit before | primary peak heap |")
+        print("|---|---|---|---|---|")
+        for what, k in (("GET /export", "export"), ("replica bootstrap", "bootstrap")):
+            e = out[k]
+            print(f"| {what} | {e['seconds']} s | {e['worst_commit_ms']} ms | {e['median_commit_ms']} ms"
+                  f" | {e['primary_peak_anon_mib']} MiB |")
         if a.out:
             os.makedirs(a.out, exist_ok=True)
             with open(os.path.join(a.out, "stall.json"), "w") as f:

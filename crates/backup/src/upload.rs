@@ -191,7 +191,7 @@ impl Backup {
             self.caught_up(&name);
             return Ok(have);
         }
-        let mut files: Vec<Vec<u8>> = Vec::new();
+        let mut files: Vec<bytes::Bytes> = Vec::new();
         let mut next = Txid(have.0 + 1);
         let mut continuous = have.0 > 0;
         while continuous && next <= pos.txid {
@@ -209,7 +209,7 @@ impl Backup {
             }
         }
         let (level, header, bytes, post) = if continuous && !files.is_empty() {
-            let slices: Vec<&[u8]> = files.iter().map(Vec::as_slice).collect();
+            let slices: Vec<&[u8]> = files.iter().map(|b| b.as_ref()).collect();
             let (h, b, post) = v1_to_v3(&slices)?;
             (0, h, b, post)
         } else {

@@ -539,7 +539,7 @@ async fn forward(
                 &url,
                 Method::POST,
                 &format!("/tx?name={enc}&lockID={id}"),
-                Bytes::from(bytes),
+                bytes,
                 node.auth_token.as_deref(),
                 Some(node.node_id),
                 Duration::from_secs(30),

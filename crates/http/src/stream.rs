@@ -5,8 +5,11 @@
 
 use crate::node::Node;
 use crate::server::{text, Body};
-use crate::wire::{decode_pos_map, encode_frame, Frame};
-use bytes::Bytes;
+use crate::wire::{
+    decode_pos_map, encode_chunks, encode_frame, encode_ltx_frame_header, Frame, CHUNK_END,
+    MAX_CHUNK_LEN,
+};
+use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt, Limited, StreamBody};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
@@ -20,6 +23,9 @@ use tokio::sync::{mpsc, Notify};
 const HEARTBEAT: Duration = Duration::from_secs(1);
 /// Frames queued for one replica before the sender waits for it.
 const QUEUE: usize = 32;
+/// LTX files larger than this go out in pieces of this size (a whole
+/// number of chunks).
+const PIECE: usize = 16 * MAX_CHUNK_LEN;
 /// Largest position map accepted.
 const MAX_POS_MAP: usize = 16 << 20;
 
@@ -201,6 +207,28 @@ impl Streamer {
             .map_err(|_| StreamError::Gone)
     }
 
+    /// Sends an LTX frame; a large one in pieces of [`PIECE`] bytes, so
+    /// the queue holds a few pieces of a snapshot, never a second copy of
+    /// all of it.
+    async fn send_ltx(&self, name: &str, data: Bytes) -> Result<(), StreamError> {
+        if data.len() <= PIECE {
+            return self
+                .send(Frame::Ltx {
+                    name: name.to_owned(),
+                    data,
+                })
+                .await;
+        }
+        let put = |b: Bytes| async { self.tx.send(b).await.map_err(|_| StreamError::Gone) };
+        put(encode_ltx_frame_header(name)).await?;
+        for piece in data.chunks(PIECE) {
+            let mut out = BytesMut::new();
+            encode_chunks(piece, &mut out);
+            put(out.freeze()).await?;
+        }
+        put(Bytes::from_static(&CHUNK_END)).await
+    }
+
     /// Brings the replica's copy of `name` to our position.
     async fn sync(&mut self, name: &str) -> Result<(), StreamError> {
         if self.filter.as_ref().is_some_and(|f| !f.contains(name)) {
@@ -253,11 +281,7 @@ impl Streamer {
                     )
                 }
             };
-            self.send(Frame::Ltx {
-                name: name.to_owned(),
-                data: Bytes::from(data),
-            })
-            .await?;
+            self.send_ltx(name, data).await?;
             self.client.insert(name.to_owned(), pos);
         }
     }

@@ -29,11 +29,18 @@ pub(crate) async fn export(node: &Arc<Node>, req: &Request<Incoming>) -> Respons
         return text(StatusCode::NOT_FOUND, format!("database not found: {name}"));
     };
     let fence = node.fence.clone();
+    let spill_dir = node.spill_dir.clone();
     let r = tokio::task::spawn_blocking(move || {
-        let mut out = Vec::new();
-        let c = db.read_committed(fence.as_ref(), |_, _, page| {
-            out.extend_from_slice(page);
-            Ok(())
+        let mut out = ExportBuf::Mem(Vec::new());
+        let c = db.read_committed(fence.as_ref(), |c, _, page| {
+            out.page(c, page, &spill_dir).map_err(|e| StoreError::Io {
+                path: spill_dir.clone(),
+                source: e,
+            })
+        })?;
+        let out = out.finish().map_err(|e| StoreError::Io {
+            path: spill_dir.clone(),
+            source: e,
         })?;
         Ok::<_, StoreError>((c, out))
     })
@@ -61,6 +68,49 @@ pub(crate) async fn export(node: &Arc<Node>, req: &Request<Incoming>) -> Respons
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("export failed: {e}"),
         ),
+    }
+}
+
+/// An export being read: memory, or for a database over 64 MiB an
+/// unlinked temporary file in the data directory, mapped once whole (an
+/// export costs page cache, not heap).
+enum ExportBuf {
+    Mem(Vec<u8>),
+    File(std::io::BufWriter<std::fs::File>),
+}
+
+impl ExportBuf {
+    fn page(
+        &mut self,
+        c: &litefs_store::Committed,
+        page: &[u8],
+        dir: &std::path::Path,
+    ) -> std::io::Result<()> {
+        use std::io::Write;
+        if let ExportBuf::Mem(v) = self {
+            if v.is_empty() && u64::from(c.commit) * u64::from(c.page_size) > 64 << 20 {
+                let f = tempfile::tempfile_in(dir)?;
+                *self = ExportBuf::File(std::io::BufWriter::with_capacity(1 << 20, f));
+            }
+        }
+        match self {
+            ExportBuf::Mem(v) => v.extend_from_slice(page),
+            ExportBuf::File(w) => w.write_all(page)?,
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> std::io::Result<bytes::Bytes> {
+        match self {
+            ExportBuf::Mem(v) => Ok(bytes::Bytes::from(v)),
+            ExportBuf::File(w) => {
+                let f = w.into_inner().map_err(|e| e.into_error())?;
+                // SAFETY: the file is this export's alone: created unlinked
+                // above, written only above, never written again.
+                let map = unsafe { memmap2::Mmap::map(&f) }?;
+                Ok(bytes::Bytes::from_owner(map))
+            }
+        }
     }
 }
 

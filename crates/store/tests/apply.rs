@@ -99,7 +99,7 @@ fn a_replica_applies_the_primarys_files_and_lands_on_the_same_bytes() {
     assert!(rdb.pos().is_zero());
     // A damaged file: refused, nothing changes.
     let first = pdb.read_ltx_from(Txid(1)).unwrap().unwrap();
-    let mut bad = first.clone();
+    let mut bad = first.to_vec();
     let n = bad.len();
     bad[n / 2] ^= 0x40;
     assert!(matches!(

@@ -10,6 +10,52 @@
 
 use super::*;
 use crate::fence::{Fence, FenceGuard};
+
+/// A whole LTX file of the LTX directory: read into memory, or past
+/// [`SNAPSHOT_IN_MEMORY`] mapped (page cache, not heap).
+fn read_whole(path: &Path) -> std::io::Result<bytes::Bytes> {
+    let f = File::open(path)?;
+    if f.metadata()?.len() <= SNAPSHOT_IN_MEMORY as u64 {
+        let mut v = Vec::new();
+        std::io::Read::read_to_end(&mut &f, &mut v)?;
+        return Ok(bytes::Bytes::from(v));
+    }
+    // SAFETY: LTX files are written whole under a temporary name and
+    // renamed into place, never written again; retention may unlink one,
+    // which leaves the mapping intact.
+    let map = unsafe { memmap2::Mmap::map(&f) }?;
+    Ok(bytes::Bytes::from_owner(map))
+}
+
+/// Snapshots larger than this are encoded into a temporary file.
+const SNAPSHOT_IN_MEMORY: usize = 64 << 20;
+
+/// Where a snapshot is encoded: memory, or a temporary file.
+enum SnapshotSink {
+    Mem(Vec<u8>),
+    File(std::io::BufWriter<File>),
+}
+
+impl std::io::Write for SnapshotSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            SnapshotSink::Mem(v) => v.write(buf),
+            SnapshotSink::File(f) => f.write(buf),
+        }
+    }
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        match self {
+            SnapshotSink::Mem(v) => v.write_all(buf),
+            SnapshotSink::File(f) => f.write_all(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            SnapshotSink::Mem(_) => Ok(()),
+            SnapshotSink::File(f) => f.flush(),
+        }
+    }
+}
 use litefs_ltx::{DecodeError, Decoder};
 use litefs_sqlite::{DB_HEADER_SIZE, WAL_INDEX_HEADER_SIZE as IH};
 
@@ -508,14 +554,20 @@ impl Db {
 
     /// A snapshot LTX file of the committed database (every page, MinTXID
     /// 1, at the current position), for a replica that cannot continue
-    /// from its own position. `None` when the database has no pages.
-    pub fn snapshot_ltx(&self, fence: &dyn Fence) -> Result<Option<(Header, Vec<u8>)>, StoreError> {
+    /// from its own position. `None` when the database has no pages. A
+    /// database over 64 MiB is encoded into an unlinked temporary file in
+    /// the LTX directory and returned mapped: a snapshot of a large
+    /// database costs page cache, not heap.
+    pub fn snapshot_ltx(
+        &self,
+        fence: &dyn Fence,
+    ) -> Result<Option<(Header, bytes::Bytes)>, StoreError> {
         let path = self.paths.ltx.join("snapshot");
         let encode_err = |source| StoreError::Encode {
             path: path.clone(),
             source,
         };
-        let mut enc: Option<Encoder<Vec<u8>>> = None;
+        let mut enc: Option<Encoder<SnapshotSink>> = None;
         let c = self.read_committed(fence, |c, pgno, data| {
             if enc.is_none() {
                 let header = Header {
@@ -524,10 +576,13 @@ impl Db {
                     ..Header::snapshot(c.page_size, c.commit, c.pos.txid, c.timestamp)
                 };
                 let cap = c.commit as usize * (c.page_size as usize + 4) + 256;
-                enc = Some(
-                    Encoder::new(Vec::with_capacity(cap.min(64 << 20)), header, Format::V1)
-                        .map_err(encode_err)?,
-                );
+                let sink = if cap > SNAPSHOT_IN_MEMORY {
+                    let f = tempfile::tempfile_in(&self.paths.ltx).ctx(&self.paths.ltx)?;
+                    SnapshotSink::File(std::io::BufWriter::with_capacity(1 << 20, f))
+                } else {
+                    SnapshotSink::Mem(Vec::with_capacity(cap))
+                };
+                enc = Some(Encoder::new(sink, header, Format::V1).map_err(encode_err)?);
             }
             if pgno == lock_pgno(c.page_size) {
                 return Ok(());
@@ -541,17 +596,29 @@ impl Db {
             return Ok(None);
         };
         let header = *enc.header();
-        let (bytes, _) = enc.finish(c.pos.post_apply_checksum).map_err(encode_err)?;
+        let (sink, _) = enc.finish(c.pos.post_apply_checksum).map_err(encode_err)?;
+        let bytes = match sink {
+            SnapshotSink::Mem(v) => bytes::Bytes::from(v),
+            SnapshotSink::File(w) => {
+                let f = w.into_inner().map_err(|e| e.into_error()).ctx(&path)?;
+                // SAFETY: the file is this function's alone: created
+                // unlinked above, written only by the encoder, and never
+                // written again, so the mapping cannot change under the
+                // bytes that borrow it.
+                let map = unsafe { memmap2::Mmap::map(&f) }.ctx(&path)?;
+                bytes::Bytes::from_owner(map)
+            }
+        };
         Ok(Some((header, bytes)))
     }
 
     /// The LTX file whose first transaction is `min`, read whole, if it is
     /// still on disk (retention removes old ones). Waits for pending files
     /// first.
-    pub fn read_ltx_from(&self, min: Txid) -> Result<Option<Vec<u8>>, StoreError> {
+    pub fn read_ltx_from(&self, min: Txid) -> Result<Option<bytes::Bytes>, StoreError> {
         self.progress.flush()?;
         let exact = self.paths.ltx.join(format_file_name(min, min));
-        match std::fs::read(&exact) {
+        match read_whole(&exact) {
             Ok(b) => return Ok(Some(b)),
             Err(e) if e.kind() == ErrorKind::NotFound => {}
             Err(e) => return Err(e).ctx(&exact),
@@ -564,7 +631,7 @@ impl Db {
                 .and_then(parse_file_name)
                 .is_some_and(|(lo, _)| lo == min);
             if found {
-                match std::fs::read(e.path()) {
+                match read_whole(&e.path()) {
                     Ok(b) => return Ok(Some(b)),
                     Err(err) if err.kind() == ErrorKind::NotFound => return Ok(None),
                     Err(err) => return Err(err).ctx(&e.path()),
