@@ -259,10 +259,11 @@ sys.exit(1 if errors or min(reads) < 20 else 0)
     }
 }
 
-/// Past 64 MiB the LTX files, the snapshot and the export take the
-/// mapped-file paths (a file read for the stream, sent in pieces, spilled
-/// to disk on the replica; an export built in a temporary file): a 70 MB
-/// transaction and a 70 MB database replicate and export byte for byte.
+/// Past 64 MiB the LTX files, exports and imports take the mapped-file
+/// paths (a file read for the stream, sent in pieces, spilled to disk on
+/// the replica; an export built in a temporary file; an import received
+/// into one and encoded into another): a 70 MB transaction and a 70 MB
+/// database replicate, export and import byte for byte.
 #[test]
 fn large_files_take_the_mapped_paths_and_arrive_whole() {
     if !require_fuse() {
@@ -292,4 +293,19 @@ fn large_files_take_the_mapped_paths_and_arrive_whole() {
         "the export differs from the database"
     );
     assert!(std::fs::metadata(&file).unwrap().len() > 64 << 20);
+
+    // And back in, as a new database: received into a temporary file,
+    // encoded into another, replicated.
+    let o = Command::new(litefs_fuse_tests::litefs_bin())
+        .args(["import", "-name", "copy.db", "-url", &p.url])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    wait_same_pos_within(&p, &r, "copy.db", Duration::from_secs(60));
+    same_bytes(&p, &r, "copy.db");
+    assert!(
+        std::fs::read(p.path("copy.db")).unwrap() == std::fs::read(&file).unwrap(),
+        "the import differs from the file"
+    );
 }

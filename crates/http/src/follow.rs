@@ -23,8 +23,6 @@ const BATCH_BYTES: usize = 8 << 20;
 /// Largest LTX file a stream may carry (1 TiB: a snapshot is as large as
 /// its database).
 const STREAM_MAX_LTX_BYTES: u64 = 1 << 40;
-/// LTX files larger than this collect on disk, not in memory.
-const SPILL_BYTES: u64 = 64 << 20;
 
 /// Time limit for connecting and for the primary's response headers.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -189,10 +187,10 @@ impl Follower {
         tracing::info!(primary = %url, hostname = %self.primary.hostname, "connected to the primary");
 
         let mut body = resp.into_body();
-        // LTX files past SPILL_BYTES go to a temporary file, so a snapshot
+        // LTX files past 64 MiB go to a temporary file, so a snapshot
         // of a database larger than memory still arrives.
-        let mut dec =
-            FrameDecoder::new(STREAM_MAX_LTX_BYTES).with_spill(&self.node.spill_dir, SPILL_BYTES);
+        let mut dec = FrameDecoder::new(STREAM_MAX_LTX_BYTES)
+            .with_spill(&self.node.spill_dir, crate::spill::SPILL_BYTES);
         let mut ready = false;
         loop {
             let frame = match tokio::time::timeout(SILENCE, body.frame()).await {

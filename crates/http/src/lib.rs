@@ -18,6 +18,7 @@ mod info;
 mod metrics;
 mod node;
 mod server;
+mod spill;
 mod stream;
 mod transfer;
 pub mod wire;

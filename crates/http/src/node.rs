@@ -32,7 +32,7 @@ pub struct Node {
     pub auth_token: Option<String>,
     /// Replicate only these databases (empty: all).
     pub databases: Vec<String>,
-    /// Largest LTX file or import body accepted, in bytes.
+    /// Largest forwarded transaction (`POST /tx`) accepted, in bytes.
     pub max_body: u64,
     /// `lease.promote`: ask the primary for its lease once caught up.
     pub promote: bool,
@@ -235,7 +235,7 @@ pub struct NodeOptions {
     pub auth_token: Option<String>,
     /// `lease.databases`.
     pub databases: Vec<String>,
-    /// Largest LTX file or import accepted (0: 1 GiB).
+    /// Largest forwarded transaction (`POST /tx`) accepted (0: 1 GiB).
     pub max_body: u64,
     /// `lease.promote`.
     pub promote: bool,

@@ -2,7 +2,8 @@
 
 use crate::node::Node;
 use crate::server::{full, query, text, Body};
-use http_body_util::{BodyExt, Limited};
+use crate::spill::{SpillBuf, SPILL_BYTES};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use litefs_store::StoreError;
@@ -31,17 +32,13 @@ pub(crate) async fn export(node: &Arc<Node>, req: &Request<Incoming>) -> Respons
     let fence = node.fence.clone();
     let spill_dir = node.spill_dir.clone();
     let r = tokio::task::spawn_blocking(move || {
-        let mut out = ExportBuf::Mem(Vec::new());
-        let c = db.read_committed(fence.as_ref(), |c, _, page| {
-            out.page(c, page, &spill_dir).map_err(|e| StoreError::Io {
-                path: spill_dir.clone(),
-                source: e,
-            })
-        })?;
-        let out = out.finish().map_err(|e| StoreError::Io {
+        let io = |source| StoreError::Io {
             path: spill_dir.clone(),
-            source: e,
-        })?;
+            source,
+        };
+        let mut out = SpillBuf::new(&spill_dir, SPILL_BYTES);
+        let c = db.read_committed(fence.as_ref(), |_, _, page| out.push(page).map_err(io))?;
+        let out = out.finish().map_err(io)?;
         Ok::<_, StoreError>((c, out))
     })
     .await;
@@ -71,49 +68,6 @@ pub(crate) async fn export(node: &Arc<Node>, req: &Request<Incoming>) -> Respons
     }
 }
 
-/// An export being read: memory, or for a database over 64 MiB an
-/// unlinked temporary file in the data directory, mapped once whole (an
-/// export costs page cache, not heap).
-enum ExportBuf {
-    Mem(Vec<u8>),
-    File(std::io::BufWriter<std::fs::File>),
-}
-
-impl ExportBuf {
-    fn page(
-        &mut self,
-        c: &litefs_store::Committed,
-        page: &[u8],
-        dir: &std::path::Path,
-    ) -> std::io::Result<()> {
-        use std::io::Write;
-        if let ExportBuf::Mem(v) = self {
-            if v.is_empty() && u64::from(c.commit) * u64::from(c.page_size) > 64 << 20 {
-                let f = tempfile::tempfile_in(dir)?;
-                *self = ExportBuf::File(std::io::BufWriter::with_capacity(1 << 20, f));
-            }
-        }
-        match self {
-            ExportBuf::Mem(v) => v.extend_from_slice(page),
-            ExportBuf::File(w) => w.write_all(page)?,
-        }
-        Ok(())
-    }
-
-    fn finish(self) -> std::io::Result<bytes::Bytes> {
-        match self {
-            ExportBuf::Mem(v) => Ok(bytes::Bytes::from(v)),
-            ExportBuf::File(w) => {
-                let f = w.into_inner().map_err(|e| e.into_error())?;
-                // SAFETY: the file is this export's alone: created unlinked
-                // above, written only above, never written again.
-                let map = unsafe { memmap2::Mmap::map(&f) }?;
-                Ok(bytes::Bytes::from_owner(map))
-            }
-        }
-    }
-}
-
 /// The refusal a replica gives to writes: who the primary is.
 pub(crate) fn not_primary(node: &Node) -> Response<Body> {
     let msg = match node.store.role().primary() {
@@ -136,13 +90,12 @@ pub(crate) async fn import(node: &Arc<Node>, req: Request<Incoming>) -> Response
     if !node.store.role().is_primary() {
         return not_primary(node);
     }
-    let limit = usize::try_from(node.max_body).unwrap_or(usize::MAX);
-    let body = match Limited::new(req.into_body(), limit).collect().await {
-        Ok(b) => b.to_bytes(),
+    let body = match receive(&node.spill_dir, req.into_body()).await {
+        Ok(b) => b,
         Err(e) => {
             return text(
                 StatusCode::BAD_REQUEST,
-                format!("reading the database (limit {limit} bytes): {e}"),
+                format!("reading the database: {e}"),
             )
         }
     };
@@ -167,4 +120,24 @@ pub(crate) async fn import(node: &Arc<Node>, req: Request<Incoming>) -> Response
             format!("import failed: {e}"),
         ),
     }
+}
+
+/// The largest database `POST /import` takes (1 TiB).
+const IMPORT_MAX: u64 = 1 << 40;
+
+/// An import's body, whole: in memory, or past [`SPILL_BYTES`] in a mapped
+/// temporary file in `dir`.
+async fn receive(dir: &std::path::Path, mut body: Incoming) -> Result<bytes::Bytes, String> {
+    let mut buf = SpillBuf::new(dir, SPILL_BYTES);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| e.to_string())?;
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() as u64 > IMPORT_MAX {
+                return Err(format!("larger than {IMPORT_MAX} bytes"));
+            }
+            buf.push(&data)
+                .map_err(|e| format!("{}: {e}", buf.dir().display()))?;
+        }
+    }
+    buf.finish().map_err(|e| format!("{}: {e}", dir.display()))
 }

@@ -12,6 +12,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::spill::SpillBuf;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use litefs_ltx::{Pos, Txid};
 
@@ -322,29 +323,11 @@ enum State {
     /// Reading an LTX frame's chunks.
     Ltx {
         name: String,
-        data: LtxBuf,
+        data: SpillBuf,
         /// Bytes still to come in the current chunk; 0 means a chunk length
         /// is expected next.
         chunk_left: usize,
     },
-}
-
-/// Where an LTX frame's data collects: memory, or past the spill
-/// threshold an unlinked temporary file (mapped into memory once whole, so
-/// a snapshot of a large database costs page cache, not heap).
-#[derive(Debug)]
-enum LtxBuf {
-    Mem(BytesMut),
-    File { file: std::fs::File, len: u64 },
-}
-
-impl LtxBuf {
-    fn len(&self) -> u64 {
-        match self {
-            LtxBuf::Mem(b) => b.len() as u64,
-            LtxBuf::File { len, .. } => *len,
-        }
-    }
 }
 
 /// Spill settings of a [`FrameDecoder`].
@@ -448,7 +431,10 @@ impl FrameDecoder {
                 Header::Ltx(name) => {
                     self.state = State::Ltx {
                         name,
-                        data: LtxBuf::Mem(BytesMut::new()),
+                        data: match &self.spill {
+                            Some(sp) => SpillBuf::new(&sp.dir, sp.threshold),
+                            None => SpillBuf::new(std::path::Path::new(""), u64::MAX),
+                        },
                         chunk_left: 0,
                     }
                 }
@@ -466,7 +452,7 @@ impl FrameDecoder {
                 if n == 0 {
                     return Ok(None);
                 }
-                append(data, &self.buf[..n], self.spill.as_ref())?;
+                data.push(&self.buf[..n]).map_err(|e| spill_err(data, e))?;
                 self.buf.advance(n);
                 *chunk_left -= n;
                 continue;
@@ -489,59 +475,23 @@ impl FrameDecoder {
             *chunk_left = len;
         }
         match std::mem::replace(&mut self.state, State::Idle) {
-            State::Ltx { name, data, .. } => Ok(Some(Frame::Ltx {
-                name,
-                data: finish(data, self.spill.as_ref())?,
-            })),
+            State::Ltx { name, data, .. } => {
+                let dir = data.dir().display().to_string();
+                let data = data.finish().map_err(|e| WireError::Spill {
+                    dir,
+                    message: e.to_string(),
+                })?;
+                Ok(Some(Frame::Ltx { name, data }))
+            }
             State::Idle => Ok(None),
         }
     }
 }
 
-fn spill_err(spill: Option<&Spill>, e: std::io::Error) -> WireError {
+fn spill_err(data: &SpillBuf, e: std::io::Error) -> WireError {
     WireError::Spill {
-        dir: spill
-            .map(|s| s.dir.display().to_string())
-            .unwrap_or_default(),
+        dir: data.dir().display().to_string(),
         message: e.to_string(),
-    }
-}
-
-/// Adds LTX data to `data`, moving it to a spill file once it passes the
-/// threshold.
-fn append(data: &mut LtxBuf, bytes: &[u8], spill: Option<&Spill>) -> Result<(), WireError> {
-    use std::io::Write;
-    if let (LtxBuf::Mem(m), Some(sp)) = (&*data, spill) {
-        if m.len() as u64 + bytes.len() as u64 > sp.threshold {
-            let mut file = tempfile::tempfile_in(&sp.dir).map_err(|e| spill_err(spill, e))?;
-            file.write_all(m).map_err(|e| spill_err(spill, e))?;
-            *data = LtxBuf::File {
-                file,
-                len: m.len() as u64,
-            };
-        }
-    }
-    match data {
-        LtxBuf::Mem(m) => m.extend_from_slice(bytes),
-        LtxBuf::File { file, len } => {
-            file.write_all(bytes).map_err(|e| spill_err(spill, e))?;
-            *len += bytes.len() as u64;
-        }
-    }
-    Ok(())
-}
-
-/// The whole LTX file: the memory, or the spill file mapped.
-fn finish(data: LtxBuf, spill: Option<&Spill>) -> Result<Bytes, WireError> {
-    match data {
-        LtxBuf::Mem(m) => Ok(m.freeze()),
-        LtxBuf::File { file, .. } => {
-            // SAFETY: the file is ours alone: created unlinked by this
-            // decoder, written only above, and never written again, so the
-            // mapping cannot change under the bytes that borrow it.
-            let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| spill_err(spill, e))?;
-            Ok(Bytes::from_owner(map))
-        }
     }
 }
 

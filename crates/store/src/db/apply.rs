@@ -36,6 +36,39 @@ enum SnapshotSink {
     File(std::io::BufWriter<File>),
 }
 
+impl SnapshotSink {
+    /// A sink for about `estimate` bytes: memory, or past
+    /// [`SNAPSHOT_IN_MEMORY`] an unlinked temporary file in `dir`.
+    fn new(estimate: usize, dir: &Path) -> Result<SnapshotSink, StoreError> {
+        if estimate > SNAPSHOT_IN_MEMORY {
+            let f = tempfile::tempfile_in(dir).ctx(dir)?;
+            Ok(SnapshotSink::File(std::io::BufWriter::with_capacity(
+                1 << 20,
+                f,
+            )))
+        } else {
+            Ok(SnapshotSink::Mem(Vec::with_capacity(estimate)))
+        }
+    }
+
+    /// What was written: the memory, or the file mapped (`path` names it in
+    /// errors).
+    fn into_bytes(self, path: &Path) -> Result<bytes::Bytes, StoreError> {
+        match self {
+            SnapshotSink::Mem(v) => Ok(bytes::Bytes::from(v)),
+            SnapshotSink::File(w) => {
+                let f = w.into_inner().map_err(|e| e.into_error()).ctx(path)?;
+                // SAFETY: the file is this sink's alone: created unlinked
+                // in `new`, written only through the sink, and never
+                // written again, so the mapping cannot change under the
+                // bytes that borrow it.
+                let map = unsafe { memmap2::Mmap::map(&f) }.ctx(path)?;
+                Ok(bytes::Bytes::from_owner(map))
+            }
+        }
+    }
+}
+
 impl std::io::Write for SnapshotSink {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         match self {
@@ -576,12 +609,7 @@ impl Db {
                     ..Header::snapshot(c.page_size, c.commit, c.pos.txid, c.timestamp)
                 };
                 let cap = c.commit as usize * (c.page_size as usize + 4) + 256;
-                let sink = if cap > SNAPSHOT_IN_MEMORY {
-                    let f = tempfile::tempfile_in(&self.paths.ltx).ctx(&self.paths.ltx)?;
-                    SnapshotSink::File(std::io::BufWriter::with_capacity(1 << 20, f))
-                } else {
-                    SnapshotSink::Mem(Vec::with_capacity(cap))
-                };
+                let sink = SnapshotSink::new(cap, &self.paths.ltx)?;
                 enc = Some(Encoder::new(sink, header, Format::V1).map_err(encode_err)?);
             }
             if pgno == lock_pgno(c.page_size) {
@@ -597,19 +625,7 @@ impl Db {
         };
         let header = *enc.header();
         let (sink, _) = enc.finish(c.pos.post_apply_checksum).map_err(encode_err)?;
-        let bytes = match sink {
-            SnapshotSink::Mem(v) => bytes::Bytes::from(v),
-            SnapshotSink::File(w) => {
-                let f = w.into_inner().map_err(|e| e.into_error()).ctx(&path)?;
-                // SAFETY: the file is this function's alone: created
-                // unlinked above, written only by the encoder, and never
-                // written again, so the mapping cannot change under the
-                // bytes that borrow it.
-                let map = unsafe { memmap2::Mmap::map(&f) }.ctx(&path)?;
-                bytes::Bytes::from_owner(map)
-            }
-        };
-        Ok(Some((header, bytes)))
+        Ok(Some((header, sink.into_bytes(&path)?)))
     }
 
     /// The LTX file whose first transaction is `min`, read whole, if it is
@@ -648,7 +664,7 @@ impl Db {
         image: &[u8],
         page_size: u32,
         at: Option<Txid>,
-    ) -> Result<Vec<u8>, StoreError> {
+    ) -> Result<bytes::Bytes, StoreError> {
         let pos = self.pos();
         let commit = (image.len() / page_size as usize) as u32;
         let snapshot = pos.txid.0 == 0;
@@ -676,12 +692,8 @@ impl Db {
             path: path.clone(),
             source,
         };
-        let mut enc = Encoder::new(
-            Vec::with_capacity(image.len() / 2 + 256),
-            header,
-            Format::V1,
-        )
-        .map_err(encode_err)?;
+        let sink = SnapshotSink::new(image.len() + 256, &self.paths.ltx)?;
+        let mut enc = Encoder::new(sink, header, Format::V1).map_err(encode_err)?;
         let lock = lock_pgno(page_size);
         let mut sum = Checksum::EMPTY;
         for (i, page) in image.chunks_exact(page_size as usize).enumerate() {
@@ -692,7 +704,7 @@ impl Db {
             sum = sum.toggle(page_checksum(pgno, page));
             enc.encode_page(pgno, page).map_err(encode_err)?;
         }
-        Ok(enc.finish(sum).map_err(encode_err)?.0)
+        enc.finish(sum).map_err(encode_err)?.0.into_bytes(&path)
     }
 
     /// Recovery of an apply or import interrupted between its LTX file and
