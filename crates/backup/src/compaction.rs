@@ -16,8 +16,8 @@
 
 use crate::layout::{ReplicaFile, Storage, SNAPSHOT_LEVEL};
 use crate::BackupError;
-use litefs_ltx::{Header, Txid};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use litefs_ltx::Txid;
+use std::time::{Duration, SystemTime};
 
 /// When old files go.
 #[derive(Debug, Clone, Copy)]
@@ -28,17 +28,6 @@ pub(crate) struct Retention {
     pub snapshots: Duration,
     /// Level-0 files a higher level covers go once this old.
     pub l0: Duration,
-}
-
-/// The ReplicaFile describing a file just written at `level`.
-pub(crate) fn written(level: u8, header: &Header, path: std::path::PathBuf) -> ReplicaFile {
-    ReplicaFile {
-        level,
-        min: header.min_txid,
-        max: header.max_txid,
-        path,
-        time: UNIX_EPOCH + Duration::from_millis(header.timestamp.max(0).unsigned_abs()),
-    }
 }
 
 /// Merges the first contiguous run of files at `level - 1` after the
@@ -92,9 +81,9 @@ pub(crate) fn compact_level(
         .collect::<Result<_, _>>()?;
     let slices: Vec<&[u8]> = bytes.iter().map(Vec::as_slice).collect();
     let (h, b, _) = crate::convert::compact(&slices, litefs_ltx::Version::V3)?;
-    let path = replica.write(level, &h, &b)?;
+    let file = replica.write(level, &h, &b)?;
     tracing::debug!(level, min = %h.min_txid, max = %h.max_txid, files = run.len(), "backup compacted");
-    Ok(Some(written(level, &h, path)))
+    Ok(Some(file))
 }
 
 /// Deletes what `retention` no longer keeps (see [`Retention`]); returns
@@ -178,7 +167,8 @@ pub(crate) fn snapshot_due(
 mod tests {
     use super::*;
     use crate::layout::FileReplica;
-    use litefs_ltx::{Checksum, Encoder, Format, FLAG_NO_CHECKSUM};
+    use litefs_ltx::{Checksum, Encoder, Format, Header, FLAG_NO_CHECKSUM};
+    use std::time::UNIX_EPOCH;
 
     fn put(r: &FileReplica, level: u8, min: u64, max: u64, ts_ms: i64) {
         let h = Header {

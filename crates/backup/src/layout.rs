@@ -19,8 +19,9 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     fn files(&self) -> Result<Vec<ReplicaFile>, BackupError>;
     /// The whole of one file.
     fn read(&self, file: &ReplicaFile) -> Result<Vec<u8>, BackupError>;
-    /// Stores an LTX file (`header` its header) at `level`; returns where.
-    fn write(&self, level: u8, header: &Header, bytes: &[u8]) -> Result<PathBuf, BackupError>;
+    /// Stores an LTX file (`header` its header) at `level`; returns it as
+    /// [`Storage::files`] will list it.
+    fn write(&self, level: u8, header: &Header, bytes: &[u8]) -> Result<ReplicaFile, BackupError>;
     /// The position sidecar (see [`FileReplica::read_pos`]).
     fn read_pos(&self) -> Option<Pos>;
     /// Replaces the position sidecar.
@@ -45,7 +46,7 @@ impl Storage for FileReplica {
     fn read(&self, file: &ReplicaFile) -> Result<Vec<u8>, BackupError> {
         std::fs::read(&file.path).at(&file.path)
     }
-    fn write(&self, level: u8, header: &Header, bytes: &[u8]) -> Result<PathBuf, BackupError> {
+    fn write(&self, level: u8, header: &Header, bytes: &[u8]) -> Result<ReplicaFile, BackupError> {
         FileReplica::write(self, level, header, bytes)
     }
     fn read_pos(&self) -> Option<Pos> {
@@ -193,23 +194,34 @@ impl FileReplica {
     /// Writes `bytes` (an LTX file with `header`) at `level`: to a
     /// temporary name, synced, renamed, the directory synced, its mtime the
     /// header's timestamp. Nothing partial is ever under an LTX name.
-    pub fn write(&self, level: u8, header: &Header, bytes: &[u8]) -> Result<PathBuf, BackupError> {
+    pub fn write(
+        &self,
+        level: u8,
+        header: &Header,
+        bytes: &[u8],
+    ) -> Result<ReplicaFile, BackupError> {
         let dir = self.level_dir(level);
         std::fs::create_dir_all(&dir).at(&dir)?;
         let name = format_file_name(header.min_txid, header.max_txid);
         let path = dir.join(&name);
         let tmp = dir.join(format!(".{name}.tmp"));
+        let time = UNIX_EPOCH + Duration::from_millis(header.timestamp.max(0).unsigned_abs());
         {
             let mut f = std::fs::File::create(&tmp).at(&tmp)?;
             f.write_all(bytes).at(&tmp)?;
-            let t = UNIX_EPOCH + Duration::from_millis(header.timestamp.max(0).unsigned_abs());
-            f.set_modified(t).at(&tmp)?;
+            f.set_modified(time).at(&tmp)?;
             f.sync_all().at(&tmp)?;
         }
         std::fs::rename(&tmp, &path).at(&path)?;
         std::fs::File::open(&dir)
             .and_then(|d| d.sync_all())
             .at(&dir)?;
-        Ok(path)
+        Ok(ReplicaFile {
+            level,
+            min: header.min_txid,
+            max: header.max_txid,
+            path,
+            time,
+        })
     }
 }

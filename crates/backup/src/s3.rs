@@ -242,7 +242,7 @@ impl Storage for S3Replica {
         Ok(r.to_vec())
     }
 
-    fn write(&self, level: u8, header: &Header, bytes: &[u8]) -> Result<PathBuf, BackupError> {
+    fn write(&self, level: u8, header: &Header, bytes: &[u8]) -> Result<ReplicaFile, BackupError> {
         let key = self.key(&format!(
             "{level:04x}/{}",
             format_file_name(header.min_txid, header.max_txid)
@@ -251,7 +251,14 @@ impl Storage for S3Replica {
         self.rt
             .block_on(self.client.put(&key, payload))
             .map_err(|e| remote(format!("put {}", self.url(&key)), e))?;
-        Ok(PathBuf::from(self.url(&key)))
+        // Listings give an object's upload time.
+        Ok(ReplicaFile {
+            level,
+            min: header.min_txid,
+            max: header.max_txid,
+            path: PathBuf::from(self.url(&key)),
+            time: SystemTime::now(),
+        })
     }
 
     fn read_pos(&self) -> Option<Pos> {

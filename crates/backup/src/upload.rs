@@ -1,7 +1,7 @@
 //! The primary's side: keep each database's replica directory up to date
 //! with its LTX history.
 
-use crate::compaction::{compact_level, enforce_retention, snapshot_due, written, Retention};
+use crate::compaction::{compact_level, enforce_retention, snapshot_due, Retention};
 use crate::convert::{header_of, next_after, v1_to_v3};
 use crate::layout::{FileReplica, Storage, SNAPSHOT_LEVEL};
 use crate::s3::S3Options;
@@ -231,8 +231,8 @@ impl Backup {
             txid: header.max_txid,
             post_apply_checksum: post,
         })?;
-        let path = replica.write(level, &header, &bytes)?;
-        tracing::debug!(db = %name, file = %path.display(), level, from = have.0, "backed up");
+        let file = replica.write(level, &header, &bytes)?;
+        tracing::debug!(db = %name, file = %file.path.display(), level, from = have.0, "backed up");
         self.set(&name, header.max_txid);
         if header.max_txid >= pos.txid {
             self.caught_up(&name);
@@ -326,9 +326,9 @@ impl Backup {
             txid: h.max_txid,
             post_apply_checksum: post,
         })?;
-        let path = replica.write(SNAPSHOT_LEVEL, &h, &b)?;
-        tracing::info!(db = db.name(), txid = %h.max_txid, file = %path.display(), "backup snapshot written");
-        Ok(Some(written(SNAPSHOT_LEVEL, &h, path)))
+        let file = replica.write(SNAPSHOT_LEVEL, &h, &b)?;
+        tracing::info!(db = db.name(), txid = %h.max_txid, file = %file.path.display(), "backup snapshot written");
+        Ok(Some(file))
     }
 
     fn caught_up(&self, db: &str) {

@@ -120,7 +120,7 @@ fn gaps_and_missing_snapshots_are_refused() {
                 ..
             },
         ) => {
-            assert!(e.to_string().contains(&*next.to_string_lossy()), "{e}");
+            assert!(e.to_string().contains(&*next.path.to_string_lossy()), "{e}");
         }
         other => panic!("{other:?}"),
     }
