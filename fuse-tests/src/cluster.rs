@@ -74,6 +74,23 @@ pub fn pos_of(n: &Node, db: &str) -> String {
         .unwrap_or_else(|_| panic!("{db}-pos: no answer in 30 s; log:\n{}", n.log_text()))
 }
 
+/// Waits (`within` at most) until one line of `n`'s log contains every
+/// one of `needles`; returns the whole log. Panics with the log after it.
+pub fn wait_log_line(n: &Node, needles: &[&str], within: Duration) -> String {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let log = n.log_text();
+        if log.lines().any(|l| needles.iter().all(|x| l.contains(x))) {
+            return log;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no log line said all of {needles:?} in {within:?}:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Waits (20 s at most) until `-pos` of `db` on `r` equals the primary's;
 /// returns it.
 pub fn wait_same_pos(p: &Node, r: &Node, db: &str) -> String {

@@ -7,7 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use litefs_fuse_tests::cluster::{
-    backup_txid, get, pos_of, read_file, require_fuse, run_bounded, sql,
+    backup_txid, get, pos_of, read_file, require_fuse, run_bounded, sql, wait_log_line,
 };
 use litefs_fuse_tests::consul::wait_one_primary;
 use litefs_fuse_tests::{litefs_bin, tool, Node};
@@ -568,21 +568,11 @@ fn s3_backups_restore_with_litestream_and_litefs() {
         "backup:\n  type: s3\n  bucket: missing-bucket\n  endpoint: {}\n  access-key-id: test\n  secret-access-key: test\n  sync-interval: 100ms\n",
         s3.url
     ));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let log = bad.log_text();
-        if log
-            .lines()
-            .any(|l| l.contains("not becoming the primary") && l.contains("missing-bucket"))
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no clear error for a missing bucket:\n{log}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_log_line(
+        &bad,
+        &["not becoming the primary", "missing-bucket"],
+        Duration::from_secs(20),
+    );
     let o = litefs_fuse_tests::sqlite3_output(&bad.path(db), "CREATE TABLE t(x);");
     assert!(
         !o.status.success(),
@@ -607,22 +597,15 @@ fn s3_credentials_the_bucket_refuses_are_named() {
         "backup:\n  type: s3\n  bucket: litefs\n  endpoint: {}\n  access-key-id: wrong\n  secret-access-key: wrong\n  sync-interval: 100ms\n",
         s3.url
     ));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let log = n.log_text();
-        if log.lines().any(|l| {
-            l.contains("not becoming the primary")
-                && l.contains("InvalidAccessKeyId")
-                && l.contains("backup.access-key-id")
-        }) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no clear error for refused credentials:\n{log}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_log_line(
+        &n,
+        &[
+            "not becoming the primary",
+            "InvalidAccessKeyId",
+            "backup.access-key-id",
+        ],
+        Duration::from_secs(20),
+    );
     let o = litefs_fuse_tests::sqlite3_output(&n.path("app.db"), "CREATE TABLE t(x);");
     assert!(
         !o.status.success(),

@@ -3,26 +3,16 @@
 //! file, and is checked against the file in the background.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+use litefs_fuse_tests::cluster::wait_log_line;
 use litefs_fuse_tests::{fuse_available, sqlite3, Node};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The saved table's header length (see crates/store/src/saved.rs).
 const HEADER_LEN: usize = 88;
 
 fn saved_path(node: &Node, db: &str) -> PathBuf {
     node.data.join("dbs").join(db).join("checksums")
-}
-
-fn wait_for_log(node: &Node, needle: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if node.log_text().contains(needle) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("log never said {needle:?}:\n{}", node.log_text());
 }
 
 /// A node holding `t.db` (WAL) and `d.db` (DELETE journal), stopped cleanly.
@@ -64,8 +54,16 @@ fn clean_restart_takes_saved_checksums_and_verifies_them() {
         })
         .collect();
     node.spawn();
-    wait_for_log(&node, "page checksums taken from the clean shutdown");
-    wait_for_log(&node, "saved page checksums verified");
+    wait_log_line(
+        &node,
+        &["page checksums taken from the clean shutdown"],
+        Duration::from_secs(20),
+    );
+    wait_log_line(
+        &node,
+        &["saved page checksums verified"],
+        Duration::from_secs(20),
+    );
     for (db, last) in ["t.db", "d.db"].iter().zip(before) {
         assert!(
             !saved_path(&node, db).exists(),
@@ -104,7 +102,11 @@ fn damaged_saved_checksums_are_not_used() {
     b[HEADER_LEN + 3] ^= 1;
     std::fs::write(&p, b).unwrap();
     node.spawn();
-    wait_for_log(&node, "saved checksum table unusable");
+    wait_log_line(
+        &node,
+        &["saved checksum table unusable"],
+        Duration::from_secs(20),
+    );
     sqlite3(&node.path("t.db"), "INSERT INTO t VALUES (1);");
     node.check_chain("t.db");
 }
@@ -122,7 +124,11 @@ fn database_changed_while_stopped_is_rescanned() {
     let bytes = std::fs::read(&db).unwrap();
     std::fs::write(&db, bytes).unwrap();
     node.spawn();
-    wait_for_log(&node, "the database file changed since it was saved");
+    wait_log_line(
+        &node,
+        &["the database file changed since it was saved"],
+        Duration::from_secs(20),
+    );
     sqlite3(&node.path("d.db"), "INSERT INTO t VALUES (1);");
     node.check_chain("d.db");
 }
@@ -149,8 +155,16 @@ fn wrong_saved_checksums_are_caught_by_the_background_scan() {
     b[body..].copy_from_slice(&crc.to_be_bytes());
     std::fs::write(&p, b).unwrap();
     node.spawn();
-    wait_for_log(&node, "page checksums taken from the clean shutdown");
-    wait_for_log(&node, "saved page checksums were wrong");
+    wait_log_line(
+        &node,
+        &["page checksums taken from the clean shutdown"],
+        Duration::from_secs(20),
+    );
+    wait_log_line(
+        &node,
+        &["saved page checksums were wrong"],
+        Duration::from_secs(20),
+    );
     sqlite3(&node.path("d.db"), "INSERT INTO t VALUES (1);");
     node.sync_pos("d.db");
     let last = node

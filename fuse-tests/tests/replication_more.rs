@@ -7,29 +7,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use litefs_fuse_tests::cluster::{
-    cluster, pos_of, require_fuse, same_bytes, sql, wait_bounded, wait_same_pos,
+    cluster, pos_of, require_fuse, same_bytes, sql, wait_bounded, wait_log_line, wait_same_pos,
 };
 use litefs_fuse_tests::{primary_lease, replica_lease, Node};
 use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// Waits until `log` of `n` contains `needle`.
-fn wait_log(n: &Node, needle: &str, within: Duration) -> String {
-    let deadline = Instant::now() + within;
-    loop {
-        let log = n.log_text();
-        if log.contains(needle) {
-            return log;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "log never said {needle:?} in {within:?}:\n{log}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 /// Starts a Python script in the background (stdout and stderr piped).
 fn python_bg(script: &str) -> Child {
@@ -371,7 +355,7 @@ fn auth_token_guards_the_api_and_the_stream() {
     assert_eq!(st, 200, "{body}");
     assert!(body.trim_start().starts_with('{'), "{body}");
 
-    let log = wait_log(&bad, "refused the stream: 401", Duration::from_secs(10));
+    let log = wait_log_line(&bad, &["refused the stream: 401"], Duration::from_secs(10));
     assert!(log.contains(&p.url), "{log}");
     // More writes reach the good replica and never the bad one.
     sql(&p.path(db), "INSERT INTO t VALUES ('y');");
@@ -492,7 +476,7 @@ fn replica_refuses_a_primary_of_another_cluster() {
     );
     assert_ne!(pos_of(&p, db), old);
     r.spawn();
-    let log = wait_log(&r, "cluster ID mismatch", Duration::from_secs(10));
+    let log = wait_log_line(&r, &["cluster ID mismatch"], Duration::from_secs(10));
     assert!(log.contains(other) && log.contains(ours.trim()), "{log}");
     let until = Instant::now() + Duration::from_secs(2);
     while Instant::now() < until {
