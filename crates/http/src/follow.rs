@@ -190,7 +190,7 @@ impl Follower {
         // LTX files past 64 MiB go to a temporary file, so a snapshot
         // of a database larger than memory still arrives.
         let mut dec = FrameDecoder::new(STREAM_MAX_LTX_BYTES)
-            .with_spill(&self.node.spill_dir, crate::spill::SPILL_BYTES);
+            .with_spill(&self.node.spill_dir, litefs_store::SPILL_BYTES);
         let mut ready = false;
         loop {
             let frame = match tokio::time::timeout(SILENCE, body.frame()).await {

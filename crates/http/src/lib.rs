@@ -18,7 +18,6 @@ mod info;
 mod metrics;
 mod node;
 mod server;
-mod spill;
 mod stream;
 mod transfer;
 pub mod wire;

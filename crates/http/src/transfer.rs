@@ -2,11 +2,11 @@
 
 use crate::node::Node;
 use crate::server::{full, query, text, Body};
-use crate::spill::{SpillBuf, SPILL_BYTES};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use litefs_store::StoreError;
+use litefs_store::{SpillBuf, SPILL_BYTES};
 use std::sync::Arc;
 
 /// The `?name=` database, or the message saying what is wrong with it.

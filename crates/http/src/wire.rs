@@ -12,9 +12,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::spill::SpillBuf;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use litefs_ltx::{Pos, Txid};
+use litefs_store::SpillBuf;
 
 /// Frame type code: an LTX file follows as chunks.
 pub const FRAME_LTX: u32 = 1;

@@ -10,12 +10,13 @@
 
 use super::*;
 use crate::fence::{Fence, FenceGuard};
+use crate::spill::{SpillBuf, SPILL_BYTES};
 
 /// A whole LTX file of the LTX directory: read into memory, or past
-/// [`SNAPSHOT_IN_MEMORY`] mapped (page cache, not heap).
+/// [`SPILL_BYTES`] mapped (page cache, not heap).
 fn read_whole(path: &Path) -> std::io::Result<bytes::Bytes> {
     let f = File::open(path)?;
-    if f.metadata()?.len() <= SNAPSHOT_IN_MEMORY as u64 {
+    if f.metadata()?.len() <= SPILL_BYTES {
         let mut v = Vec::new();
         std::io::Read::read_to_end(&mut &f, &mut v)?;
         return Ok(bytes::Bytes::from(v));
@@ -27,68 +28,6 @@ fn read_whole(path: &Path) -> std::io::Result<bytes::Bytes> {
     Ok(bytes::Bytes::from_owner(map))
 }
 
-/// Snapshots larger than this are encoded into a temporary file.
-const SNAPSHOT_IN_MEMORY: usize = 64 << 20;
-
-/// Where a snapshot is encoded: memory, or a temporary file.
-enum SnapshotSink {
-    Mem(Vec<u8>),
-    File(std::io::BufWriter<File>),
-}
-
-impl SnapshotSink {
-    /// A sink for about `estimate` bytes: memory, or past
-    /// [`SNAPSHOT_IN_MEMORY`] an unlinked temporary file in `dir`.
-    fn new(estimate: usize, dir: &Path) -> Result<SnapshotSink, StoreError> {
-        if estimate > SNAPSHOT_IN_MEMORY {
-            let f = tempfile::tempfile_in(dir).ctx(dir)?;
-            Ok(SnapshotSink::File(std::io::BufWriter::with_capacity(
-                1 << 20,
-                f,
-            )))
-        } else {
-            Ok(SnapshotSink::Mem(Vec::with_capacity(estimate)))
-        }
-    }
-
-    /// What was written: the memory, or the file mapped (`path` names it in
-    /// errors).
-    fn into_bytes(self, path: &Path) -> Result<bytes::Bytes, StoreError> {
-        match self {
-            SnapshotSink::Mem(v) => Ok(bytes::Bytes::from(v)),
-            SnapshotSink::File(w) => {
-                let f = w.into_inner().map_err(|e| e.into_error()).ctx(path)?;
-                // SAFETY: the file is this sink's alone: created unlinked
-                // in `new`, written only through the sink, and never
-                // written again, so the mapping cannot change under the
-                // bytes that borrow it.
-                let map = unsafe { memmap2::Mmap::map(&f) }.ctx(path)?;
-                Ok(bytes::Bytes::from_owner(map))
-            }
-        }
-    }
-}
-
-impl std::io::Write for SnapshotSink {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        match self {
-            SnapshotSink::Mem(v) => v.write(buf),
-            SnapshotSink::File(f) => f.write(buf),
-        }
-    }
-    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
-        match self {
-            SnapshotSink::Mem(v) => v.write_all(buf),
-            SnapshotSink::File(f) => f.write_all(buf),
-        }
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        match self {
-            SnapshotSink::Mem(_) => Ok(()),
-            SnapshotSink::File(f) => f.flush(),
-        }
-    }
-}
 use litefs_ltx::{DecodeError, Decoder};
 use litefs_sqlite::{DB_HEADER_SIZE, WAL_INDEX_HEADER_SIZE as IH};
 
@@ -600,7 +539,7 @@ impl Db {
             path: path.clone(),
             source,
         };
-        let mut enc: Option<Encoder<SnapshotSink>> = None;
+        let mut enc: Option<Encoder<SpillBuf>> = None;
         let c = self.read_committed(fence, |c, pgno, data| {
             if enc.is_none() {
                 let header = Header {
@@ -608,8 +547,9 @@ impl Db {
                     node_id: self.opts.node_id,
                     ..Header::snapshot(c.page_size, c.commit, c.pos.txid, c.timestamp)
                 };
-                let cap = c.commit as usize * (c.page_size as usize + 4) + 256;
-                let sink = SnapshotSink::new(cap, &self.paths.ltx)?;
+                let cap = u64::from(c.commit) * (u64::from(c.page_size) + 4) + 256;
+                let sink = SpillBuf::with_estimate(&self.paths.ltx, SPILL_BYTES, cap)
+                    .ctx(&self.paths.ltx)?;
                 enc = Some(Encoder::new(sink, header, Format::V1).map_err(encode_err)?);
             }
             if pgno == lock_pgno(c.page_size) {
@@ -625,7 +565,7 @@ impl Db {
         };
         let header = *enc.header();
         let (sink, _) = enc.finish(c.pos.post_apply_checksum).map_err(encode_err)?;
-        Ok(Some((header, sink.into_bytes(&path)?)))
+        Ok(Some((header, sink.finish().ctx(&path)?)))
     }
 
     /// The LTX file whose first transaction is `min`, read whole, if it is
@@ -692,7 +632,8 @@ impl Db {
             path: path.clone(),
             source,
         };
-        let sink = SnapshotSink::new(image.len() + 256, &self.paths.ltx)?;
+        let sink = SpillBuf::with_estimate(&self.paths.ltx, SPILL_BYTES, image.len() as u64 + 256)
+            .ctx(&self.paths.ltx)?;
         let mut enc = Encoder::new(sink, header, Format::V1).map_err(encode_err)?;
         let lock = lock_pgno(page_size);
         let mut sum = Checksum::EMPTY;
@@ -704,7 +645,7 @@ impl Db {
             sum = sum.toggle(page_checksum(pgno, page));
             enc.encode_page(pgno, page).map_err(encode_err)?;
         }
-        enc.finish(sum).map_err(encode_err)?.0.into_bytes(&path)
+        enc.finish(sum).map_err(encode_err)?.0.finish().ctx(&path)
     }
 
     /// Recovery of an apply or import interrupted between its LTX file and
