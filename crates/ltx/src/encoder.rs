@@ -48,13 +48,17 @@ impl<W: Write> Sink<W> {
     }
 }
 
-/// LZ4 frame settings for everything we write. Block checksums cover the
-/// compressed bytes, so a flipped bit that would still decompress to the
-/// same content (LZ4 is not canonical) is caught too; the file checksum
-/// only covers the decompressed stream.
+/// LZ4 frame settings for everything we write: what Go's writer emits
+/// (pierrec/lz4, FLG 0x64: independent 64 KiB blocks, a content checksum,
+/// no block checksums). Block checksums must stay off: the pierrec/lz4 in
+/// LiteFS v0.5.14 and ltx v0.3.14 checks them against the wrong bytes and
+/// rejects every frame that has them ("invalid block checksum"). The
+/// content checksum and the file checksum cover the decompressed stream;
+/// a changed compressed byte that still decodes to the same content (LZ4
+/// is not canonical) changes nothing that is read.
 fn frame_info() -> FrameInfo {
     FrameInfo::new()
-        .block_checksums(true)
+        .block_checksums(false)
         .block_size(BlockSize::Max64KB)
         .block_mode(BlockMode::Independent)
         .content_checksum(true)
