@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 pub mod cluster;
 pub mod consul;
+pub mod peer;
 pub mod replay;
 
 /// Whether missing external dependencies must fail tests instead of
@@ -90,9 +91,15 @@ pub fn litefs_bin() -> PathBuf {
     .clone()
 }
 
-/// A `litefs mount` process with its own data and mount directories.
+/// A `litefs mount` process with its own data and mount directories: ours,
+/// or the real LiteFS v0.5.14 (see [`peer`]).
 pub struct Node {
     child: Option<Child>,
+    /// The binary this node runs.
+    bin: PathBuf,
+    /// Whether it is the real LiteFS (no `fuse.passthrough` key, no I/O
+    /// path line in its log).
+    pub peer: bool,
     /// Temporary directory holding everything of this node.
     pub dir: tempfile::TempDir,
     /// The mount point.
@@ -159,21 +166,16 @@ impl Node {
     pub fn start_with(data_keys: &str) -> Node {
         let keys: String = data_keys
             .lines()
-            .filter(|l| !l.trim().is_empty() && l.trim() != "data:")
-            .map(|l| format!("  {}\n", l.trim()))
-            .collect();
-        Node::start_config("", &keys, "")
+            .filter(|l| l.trim() != "data:")
+            .collect::<Vec<_>>()
+            .join("\n");
+        Node::start_config("", &indent_keys(&keys), "")
     }
 
     /// Like [`Node::start`], with extra keys inside the `fuse:` section
     /// (one `key: value` per line).
     pub fn start_with_fuse(fuse_keys: &str) -> Node {
-        let keys: String = fuse_keys
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| format!("  {}\n", l.trim()))
-            .collect();
-        Node::start_config("", "", &keys)
+        Node::start_config("", "", &indent_keys(fuse_keys))
     }
 
     /// A node with the given `lease:` section (see [`primary_lease`],
@@ -207,21 +209,52 @@ impl Node {
         Node::configure(port, lease, extra, "", "")
     }
 
+    /// [`Node::new_lease_on`] with `data_keys` (`key: value` lines) in the
+    /// `data:` section.
+    pub fn new_data_on(port: u16, lease: &str, extra: &str, data_keys: &str) -> Node {
+        Node::configure_for(None, port, lease, extra, &indent_keys(data_keys), "")
+    }
+
+    /// [`Node::new_data_on`] for a node running the real LiteFS binary
+    /// `bin` (from [`peer::litefs_bin`]).
+    pub fn new_peer_on(bin: &Path, port: u16, lease: &str, extra: &str, data_keys: &str) -> Node {
+        Node::configure_for(Some(bin), port, lease, extra, &indent_keys(data_keys), "")
+    }
+
     fn configure(port: u16, lease: &str, extra: &str, data_keys: &str, fuse_keys: &str) -> Node {
+        Node::configure_for(None, port, lease, extra, data_keys, fuse_keys)
+    }
+
+    fn configure_for(
+        peer: Option<&Path>,
+        port: u16,
+        lease: &str,
+        extra: &str,
+        data_keys: &str,
+        fuse_keys: &str,
+    ) -> Node {
         let dir = tempfile::Builder::new()
-            .prefix("litefs-node")
+            .prefix(if peer.is_some() {
+                "litefs-peer"
+            } else {
+                "litefs-node"
+            })
             .tempdir()
             .expect("tempdir");
         let mount = dir.path().join("mnt");
         let data = dir.path().join("data");
         std::fs::create_dir_all(&mount).expect("mkdir mnt");
         let config = dir.path().join("litefs.yml");
+        // LiteFS's YAML is strict: it gets only keys it knows.
+        let passthrough = match peer {
+            Some(_) => String::new(),
+            None => format!("  passthrough: {}\n", !classic_io()),
+        };
         std::fs::write(
             &config,
             format!(
-                "fuse:\n  dir: {}\n  passthrough: {}\n{fuse_keys}data:\n  dir: {}\n{data_keys}http:\n  addr: \"127.0.0.1:{port}\"\n{lease}{extra}",
+                "fuse:\n  dir: {}\n{passthrough}{fuse_keys}data:\n  dir: {}\n{data_keys}http:\n  addr: \"127.0.0.1:{port}\"\n{lease}{extra}",
                 mount.display(),
-                !classic_io(),
                 data.display()
             ),
         )
@@ -229,6 +262,8 @@ impl Node {
         let log = dir.path().join("litefs.log");
         Node {
             child: None,
+            bin: peer.map_or_else(litefs_bin, Path::to_path_buf),
+            peer: peer.is_some(),
             dir,
             mount,
             data,
@@ -253,7 +288,7 @@ impl Node {
             .append(true)
             .open(&self.log)
             .expect("open log");
-        let child = Command::new(litefs_bin())
+        let child = Command::new(&self.bin)
             .arg("mount")
             .arg("-config")
             .arg(&self.config)
@@ -292,7 +327,9 @@ impl Node {
                 self.fuse_conn = std::fs::metadata(&self.mount)
                     .ok()
                     .map(|m| libc::minor(m.dev()));
-                self.check_io_path();
+                if !self.peer {
+                    self.check_io_path();
+                }
                 return;
             }
             if let Some(c) = self.child.as_mut() {
@@ -472,6 +509,14 @@ impl Drop for Node {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// `key: value` lines indented into a section, blank lines dropped.
+fn indent_keys(keys: &str) -> String {
+    keys.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| format!("  {}\n", l.trim()))
+        .collect()
 }
 
 /// Aborts FUSE connection `n` (what `echo 1 > .../abort` does), mounting

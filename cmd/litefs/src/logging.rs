@@ -1,6 +1,7 @@
 //! Log set-up: `tracing` to stderr, text or JSON as `log.format` says.
 
 use crate::config::Config;
+use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
 
 /// Installs the global subscriber. `RUST_LOG` overrides the level.
@@ -13,6 +14,9 @@ pub(crate) fn init(config: &Config, debug: bool) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        // Colour only for a person at a terminal: a log file, journald or
+        // a container's log must not carry escape codes.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let result = match (config.log.format.as_str(), config.log.timestamp) {
         ("json", true) => builder.json().try_init(),

@@ -41,8 +41,11 @@ pub type BeforePrimary = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 /// `lease.demote-delay`), and what runs before a term as primary.
 #[derive(Clone)]
 pub struct ElectionOptions {
-    /// Wait after a failed stream or lease request (doubling up to 16x
-    /// while failures repeat).
+    /// Wait after a failed stream or lease request before the lease is
+    /// read again. Fixed, not a back-off: while a dead primary's session
+    /// still holds the key, each failure must be followed by a fresh look
+    /// at the lease, so that a candidate acquires within one delay of the
+    /// key's release (LiteFS's cadence).
     pub reconnect_delay: Duration,
     /// After handing its lease off, how long a node waits before it tries
     /// to take the lease again.
@@ -59,6 +62,16 @@ impl std::fmt::Debug for ElectionOptions {
             .field("before_primary", &self.before_primary.is_some())
             .finish()
     }
+}
+
+/// Whether a failure is logged as a warning: a different error than the
+/// last one always is, the same one again only at the 1st, 2nd, 4th, 8th...
+/// failure in a row.
+fn worth_logging(last: &mut String, failures: u64, e: &impl std::fmt::Display) -> bool {
+    let text = e.to_string();
+    let new = *last != text;
+    *last = text;
+    new || failures.is_power_of_two()
 }
 
 /// Why the election loop stopped for good.
@@ -151,7 +164,11 @@ impl Election {
         let role = node.store.role();
         role.set_candidate(self.leaser.is_candidate());
         let base = self.opts.reconnect_delay.max(Duration::from_millis(10));
-        let mut delay = base;
+        // Failures in a row: a new error is always logged, the same one
+        // again only at powers of two, so a long outage logs a few lines,
+        // not one per second.
+        let mut failures: u64 = 0;
+        let mut last_error = String::new();
         let mut logged_wait = false;
         while !self.stopping() {
             self.refuse_pending("this node is not the primary");
@@ -159,11 +176,13 @@ impl Election {
             let info = match self.leaser.primary_info().await {
                 Ok(i) => i,
                 Err(e) => {
-                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "cannot read the lease");
-                    if !self.pause(delay).await {
+                    failures += 1;
+                    if worth_logging(&mut last_error, failures, &e) {
+                        tracing::warn!(error = %e, failures, retry_in_ms = base.as_millis() as u64, "cannot read the lease");
+                    }
+                    if !self.pause(base).await {
                         break;
                     }
-                    delay = (delay * 2).min(base * 16);
                     continue;
                 }
             };
@@ -180,7 +199,7 @@ impl Election {
                     match self.follow(primary.clone()).await {
                         None => break,
                         Some(Ok(FollowEnd::Handoff(id))) => {
-                            delay = base;
+                            failures = 0;
                             match self.leaser.acquire_existing(&id).await {
                                 Ok(lease) => {
                                     if self.lead_until_done(lease).await? {
@@ -196,19 +215,23 @@ impl Election {
                             tracing::info!(primary = %primary.advertise_url, "stream ended; asking the lease who is primary");
                             role.become_replica(None);
                             if ready {
-                                delay = base;
+                                failures = 0;
                             }
-                            if !self.pause(if ready { base } else { delay }).await {
+                            if !self.pause(base).await {
                                 break;
                             }
                         }
                         Some(Err(e)) => {
                             role.become_replica(None);
-                            tracing::warn!(primary = %primary.advertise_url, error = %e, retry_in_ms = delay.as_millis() as u64, "replication stream failed");
-                            if !self.pause(delay).await {
+                            failures += 1;
+                            if worth_logging(&mut last_error, failures, &e) {
+                                tracing::warn!(primary = %primary.advertise_url, error = %e, failures, retry_in_ms = base.as_millis() as u64, "replication stream failed");
+                            } else {
+                                tracing::debug!(primary = %primary.advertise_url, error = %e, failures, "replication stream failed");
+                            }
+                            if !self.pause(base).await {
                                 break;
                             }
-                            delay = (delay * 2).min(base * 16);
                         }
                     }
                 }
@@ -231,7 +254,7 @@ impl Election {
                     }
                     match self.leaser.acquire().await {
                         Ok(lease) => {
-                            delay = base;
+                            failures = 0;
                             logged_wait = false;
                             if self.lead_until_done(lease).await? {
                                 break;
@@ -575,4 +598,21 @@ fn settle(
 /// Resolves once `rx` says stop (or its sender is gone).
 async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::worth_logging;
+
+    #[test]
+    fn repeated_failures_are_logged_sparsely_and_new_ones_always() {
+        let mut last = String::new();
+        let logged: Vec<u64> = (1..=20)
+            .filter(|&n| worth_logging(&mut last, n, &"connection refused"))
+            .collect();
+        assert_eq!(logged, [1, 2, 4, 8, 16]);
+        assert!(worth_logging(&mut last, 21, &"malformed stream"));
+        assert!(worth_logging(&mut last, 22, &"connection refused"));
+        assert!(!worth_logging(&mut last, 23, &"connection refused"));
+    }
 }
