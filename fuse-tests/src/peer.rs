@@ -165,3 +165,28 @@ pub fn go_verify(ltx: &Path, n: &Node) -> usize {
     }
     checked
 }
+
+impl Node {
+    /// Makes the next [`Node::spawn`] run `imp` on this node's own config
+    /// and data directory: swapping a stopped node's binary in place, as an
+    /// operator migrating a cluster would. `peer_bin` is the LiteFS binary.
+    /// The node must have been created with a config LiteFS accepts
+    /// ([`Node::new_peer_on`]), which ours reads as well.
+    pub fn switch_impl(&mut self, imp: Impl, peer_bin: &Path) {
+        assert!(self.child.is_none(), "stop the node before switching");
+        self.bin = match imp {
+            Impl::LiteFs => peer_bin.to_path_buf(),
+            Impl::Ours => crate::litefs_bin(),
+        };
+        self.peer = imp == Impl::LiteFs;
+    }
+
+    /// Which implementation this node runs.
+    pub fn implementation(&self) -> Impl {
+        if self.peer {
+            Impl::LiteFs
+        } else {
+            Impl::Ours
+        }
+    }
+}
