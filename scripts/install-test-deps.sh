@@ -347,6 +347,22 @@ fi
 say "testfixture $(sed -n 's/^\([0-9.]*\)$/\1/p' "$TCL_DIR/src/VERSION" 2>/dev/null || echo '?') ok"
 
 # --------------------------------------------------------------------------
+# the real peers (not installed: they come with ../shared beside the clone)
+# --------------------------------------------------------------------------
+PEERS="$(cd "$ROOT/.." && pwd)/shared/peers"
+LITEFS_PEER_BIN="${LITEFS_PEER_BIN:-$PEERS/litefs-0.5.14}"
+LTX_GO_BIN="${LTX_GO_BIN:-$PEERS/ltx-0.3.14}"
+for peer in "$LITEFS_PEER_BIN" "$LTX_GO_BIN"; do
+    if [ -x "$peer" ]; then
+        say "peer $("$peer" version 2>&1 | head -1) ok ($peer)"
+    elif [ "${CI:-}" = "true" ]; then
+        die "peer binary $peer is missing: CI needs ../shared/peers beside the clone (or LITEFS_PEER_BIN / LTX_GO_BIN)"
+    else
+        say "peer $peer missing: the mixed-cluster tests will SKIP"
+    fi
+done
+
+# --------------------------------------------------------------------------
 # env file
 # --------------------------------------------------------------------------
 cat >"$DEPS/env.tmp" <<EOF
@@ -355,6 +371,8 @@ export LITESTREAM_BIN='$LITESTREAM_BIN'
 export MOTO_SERVER_BIN='$MOTO_SERVER_BIN'
 export CONSUL_BIN='$CONSUL_BIN'
 export TESTFIXTURE_BIN='$TESTFIXTURE_BIN'
+export LITEFS_PEER_BIN='$LITEFS_PEER_BIN'
+export LTX_GO_BIN='$LTX_GO_BIN'
 EOF
 mv -f "$DEPS/env.tmp" "$DEPS/env"
 say "env written to $DEPS/env"

@@ -9,7 +9,7 @@ bash scripts/install-test-deps.sh
 DEPS="${LITEFS_DEPS_DIR:-$PWD/.deps}"
 # shellcheck source=/dev/null
 . "$DEPS/env"
-export LITESTREAM_BIN CONSUL_BIN TESTFIXTURE_BIN
+export LITESTREAM_BIN CONSUL_BIN TESTFIXTURE_BIN LITEFS_PEER_BIN LTX_GO_BIN
 
 # In CI, tests that need external programs fail instead of skipping.
 if [ "${CI:-}" = "true" ]; then
