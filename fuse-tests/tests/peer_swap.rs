@@ -8,7 +8,7 @@
 //! `ltx verify`.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use litefs_fuse_tests::cluster::{require_fuse, same_bytes, sql, wait_same_pos_within};
+use litefs_fuse_tests::cluster::{pos_of, require_fuse, same_bytes, sql, wait_same_pos_within};
 use litefs_fuse_tests::consul::{consul_lease, info, logs, try_sql, wait_one_primary, Agent};
 use litefs_fuse_tests::peer::{self, go_verify, Impl};
 use litefs_fuse_tests::{free_port, Node};
@@ -66,6 +66,40 @@ fn primary(nodes: &[Node]) -> usize {
     wait_one_primary(&refs, Duration::from_secs(60))
 }
 
+/// Waits (60 s at most) until node `i` has the `-pos` of primary `p`; the
+/// failure names every node's view of the cluster and their logs.
+fn wait_caught_up(nodes: &[Node], p: usize, i: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (want, got) = (pos_of(&nodes[p], "app.db"), pos_of(&nodes[i], "app.db"));
+        if want == got {
+            return;
+        }
+        if Instant::now() > deadline {
+            let views: Vec<String> = nodes
+                .iter()
+                .map(|n| {
+                    format!(
+                        "{} ({}): pos {:?}, /info {:?}",
+                        n.url,
+                        n.implementation().name(),
+                        pos_of(n, "app.db"),
+                        info(&n.url).map(|i| i.body)
+                    )
+                })
+                .collect();
+            panic!(
+                "node {} at {got:?}, primary node {} at {want:?} after 60 s\n{}\n{}",
+                i + 1,
+                p + 1,
+                views.join("\n"),
+                logs(&nodes.iter().collect::<Vec<_>>())
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Stops node `i` (SIGTERM), restarts it in place as `imp`, and waits until
 /// the cluster has one primary again and node `i` has caught up with it.
 fn swap(nodes: &mut [Node], i: usize, imp: Impl, litefs: &std::path::Path) {
@@ -74,13 +108,16 @@ fn swap(nodes: &mut [Node], i: usize, imp: Impl, litefs: &std::path::Path) {
     let status = nodes[i].stop();
     // LiteFS exits 1 when it cannot unmount because a client still has a
     // file of the mount open (the writer's sqlite3, here), leaving the dead
-    // mount behind: an operator (or the container's end) clears it.
+    // mount behind. Ours detaches such a mount when it starts; LiteFS
+    // would not, so an operator (or the container's end) clears it.
     let busy = from == Impl::LiteFs
         && status.is_some_and(|s| s.code() == Some(1))
         && nodes[i].log_text().contains("failed to unmount");
     if busy {
-        eprintln!("LiteFS could not unmount a busy mount on SIGTERM; clearing it");
-        litefs_fuse_tests::unmount(&nodes[i].mount);
+        eprintln!("LiteFS could not unmount a busy mount on SIGTERM");
+        if imp == Impl::LiteFs {
+            litefs_fuse_tests::unmount(&nodes[i].mount);
+        }
     }
     assert!(
         busy || status.is_some_and(|s| s.success()),
@@ -93,7 +130,7 @@ fn swap(nodes: &mut [Node], i: usize, imp: Impl, litefs: &std::path::Path) {
     nodes[i].spawn();
     let p = primary(nodes);
     if p != i {
-        wait_same_pos_within(&nodes[p], &nodes[i], "app.db", Duration::from_secs(60));
+        wait_caught_up(nodes, p, i);
     }
     eprintln!(
         "node {} swapped {} -> {} in {:?}; primary is node {} ({})",
