@@ -64,6 +64,10 @@ impl std::fmt::Debug for ElectionOptions {
     }
 }
 
+/// How often a candidate tries again to take a lease that is free but held
+/// back by Consul's lock-delay (at most `reconnect-delay`).
+const LOCK_DELAY_RETRY: Duration = Duration::from_millis(100);
+
 /// Whether a failure is logged as a warning: a different error than the
 /// last one always is, the same one again only at the 1st, 2nd, 4th, 8th...
 /// failure in a row.
@@ -266,6 +270,19 @@ impl Election {
                                 logged_wait = true;
                             }
                             if !self.pause(base).await {
+                                break;
+                            }
+                        }
+                        Err(LeaseError::NotAcquired) => {
+                            // The key is free but locked for a moment
+                            // (Consul's lock-delay after the holder's
+                            // session expired): it is ours to take as soon
+                            // as that ends, so look again shortly, not a
+                            // whole reconnect-delay later.
+                            tracing::debug!(
+                                "lease free but not yet takeable (lock-delay); retrying"
+                            );
+                            if !self.pause(base.min(LOCK_DELAY_RETRY)).await {
                                 break;
                             }
                         }
