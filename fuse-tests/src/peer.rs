@@ -96,6 +96,7 @@ pub fn static_pair(p: Impl, r: Impl, peer_bin: &Path, data_keys: &str) -> (Node,
         data_keys,
     );
     primary.spawn();
+    wait_primary(&primary);
     let mut replica = new_node(
         r,
         peer_bin,
@@ -188,5 +189,22 @@ impl Node {
         } else {
             Impl::Ours
         }
+    }
+}
+
+/// Waits (30 s at most) until `n`'s `/info` says it is the primary. The
+/// real LiteFS takes even a static lease in the background, after it may
+/// have mounted: until then its root is read-only and a write fails with
+/// "attempt to write a readonly database".
+pub fn wait_primary(n: &Node) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !crate::consul::info(&n.url).is_some_and(|i| i.is_primary) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} is not the primary after 30 s:\n{}",
+            n.url,
+            n.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
     }
 }

@@ -7,7 +7,7 @@
 //!   file from that replica, verified and contiguous, and streams it to
 //!   every replica like any commit; unlike LiteFS, it is refused unless the
 //!   caller holds the lock. `DELETE /halt?name=&id=` releases it; a lock
-//!   not extended for [`HALT_TTL`] is dropped.
+//!   neither extended nor used by `/tx` for [`HALT_TTL`] is dropped.
 //! * A replica ([`HaltClient`], called by the mount when a SQLite client
 //!   asks for the lock): take the primary's lock, wait until this node has
 //!   the lock's position, let the database be written here, send every
@@ -238,9 +238,20 @@ pub(crate) async fn tx(node: &Arc<Node>, req: Request<Incoming>) -> Response<Bod
         Err(r) => return r,
     };
     let from = caller(&req).unwrap_or(0);
-    let holds = node.halts.locks.lock().is_ok_and(|l| {
-        l.get(&name)
-            .is_some_and(|h| h.id == id && h.node_id == from && h.expires > Instant::now())
+    // A transaction from the holder extends its lock as a repeated
+    // `POST /halt` does: LiteFS's replicas never extend the lock they hold
+    // (LiteFS expires it 30 s after it was taken and applies `/tx` anyway),
+    // so a LiteFS replica writing for longer than that would lose it here
+    // between two of its commits, and crash on the refusal.
+    let holds = node.halts.locks.lock().is_ok_and(|mut l| {
+        l.get_mut(&name).is_some_and(|h| {
+            let now = Instant::now();
+            let ok = h.id == id && h.node_id == from && h.expires > now;
+            if ok {
+                h.expires = now + HALT_TTL;
+            }
+            ok
+        })
     });
     if !holds {
         return text(
@@ -330,10 +341,23 @@ impl HaltClient {
     }
 }
 
+/// A field of a JSON object, its name matched without regard to ASCII case
+/// (an exact match first), as Go's `encoding/json` matches them: LiteFS's
+/// `/halt` answers `"pos":{"TXID","PostApplyChecksum"}`, ours `txid` and
+/// `postApplyChecksum`.
+fn field<'a>(v: &'a serde_json::Value, name: &str) -> Option<&'a serde_json::Value> {
+    let o = v.as_object()?;
+    o.get(name).or_else(|| {
+        o.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    })
+}
+
 fn parse_pos(v: &serde_json::Value) -> Option<Pos> {
-    let p = v.get("pos")?;
-    let t = u64::from_str_radix(p.get("txid")?.as_str()?, 16).ok()?;
-    let c = u64::from_str_radix(p.get("postApplyChecksum")?.as_str()?, 16).ok()?;
+    let p = field(v, "pos")?;
+    let t = u64::from_str_radix(field(p, "txid")?.as_str()?, 16).ok()?;
+    let c = u64::from_str_radix(field(p, "postApplyChecksum")?.as_str()?, 16).ok()?;
     Some(Pos {
         txid: Txid(t),
         post_apply_checksum: Checksum(c),
@@ -366,9 +390,24 @@ impl HaltRemote for HaltClient {
         if r.status != StatusCode::OK {
             return Err(format!("{url}: {}: {}", r.status, r.text()));
         }
-        let v: serde_json::Value =
-            serde_json::from_slice(&r.body).map_err(|e| format!("{url}: /halt reply: {e}"))?;
-        let pos = parse_pos(&v).ok_or_else(|| format!("{url}: /halt reply without a position"))?;
+        let parsed = serde_json::from_slice::<serde_json::Value>(&r.body)
+            .ok()
+            .as_ref()
+            .and_then(parse_pos);
+        let Some(pos) = parsed else {
+            // The primary holds the lock now: give it back, or its writers
+            // stay held off until it expires.
+            let _ = self.rt.block_on(self.call(
+                &url,
+                Method::DELETE,
+                format!("/halt?name={enc}&id={id}"),
+                Bytes::new(),
+            ));
+            return Err(format!(
+                "{url}: /halt reply without a position: {}",
+                r.text()
+            ));
+        };
         // Everything the primary had must be here before anything is
         // written here.
         let until = Instant::now() + CATCH_UP;
@@ -581,5 +620,27 @@ async fn forward(
             _ = wake.notified() => {}
             _ = tokio::time::sleep(Duration::from_millis(5)) => {}
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// LiteFS v0.5.14's `/halt` reply (Go field names) and ours both parse.
+    #[test]
+    fn halt_reply_positions_parse_in_either_case() {
+        let want = Pos {
+            txid: Txid(2),
+            post_apply_checksum: Checksum(0xe04f_c447_16e5_272f),
+        };
+        let litefs = r#"{"id":7,"pos":{"TXID":"0000000000000002","PostApplyChecksum":"e04fc44716e5272f"},"expires":"2026-12-07T22:28:41.530987897Z"}"#;
+        let v: serde_json::Value = serde_json::from_str(litefs).unwrap();
+        assert_eq!(parse_pos(&v), Some(want));
+        let ours: serde_json::Value =
+            serde_json::json!({ "id": 7, "pos": pos_json(want), "expires": "x" });
+        assert_eq!(parse_pos(&ours), Some(want));
+        assert_eq!(parse_pos(&serde_json::json!({ "id": 7 })), None);
     }
 }

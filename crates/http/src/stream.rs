@@ -250,17 +250,25 @@ impl Streamer {
             if theirs == ours || ours.txid.0 == 0 {
                 return Ok(());
             }
-            if theirs.txid > ours.txid
+            let diverged = theirs.txid > ours.txid
                 || (theirs.txid == ours.txid
-                    && theirs.post_apply_checksum != ours.post_apply_checksum)
-            {
+                    && theirs.post_apply_checksum != ours.post_apply_checksum);
+            if diverged {
                 theirs = Pos::ZERO;
             }
             let next = Txid(theirs.txid.0 + 1);
             let d = db.clone();
             // From zero, the first LTX file (a snapshot itself) serves if
-            // retention kept it: no need to hold writers for a new one.
-            let file = tokio::task::spawn_blocking(move || d.read_ltx_from(next)).await??;
+            // retention kept it: no need to hold writers for a new one. Not
+            // for a diverged replica (LiteFS never replays to one): our
+            // history may hold files it forwarded under the halt lock,
+            // which it discards as its own, so a replay would leave it
+            // short of us for good.
+            let file = if diverged {
+                None
+            } else {
+                tokio::task::spawn_blocking(move || d.read_ltx_from(next)).await??
+            };
             let (data, pos) = match file.and_then(|b| continues(&b, theirs).map(|p| (b, p))) {
                 Some((b, p)) => (b, p),
                 None => {
