@@ -87,7 +87,6 @@ fn go_ltx_verifies_every_v1_file_we_write() {
                 wal_salt1: 0x1234_5678,
                 wal_salt2: 0x9abc_def0,
                 node_id: 0xdead_beef_0102_0304,
-                ..Header::default()
             };
             let mut enc = Encoder::new(Vec::new(), h, Format::V1).unwrap();
             for (p, d) in &changed {
