@@ -235,3 +235,59 @@ pub fn sample(text: &str, series: &str) -> f64 {
         .parse()
         .unwrap_or_else(|e| panic!("{series}: {e}"))
 }
+
+/// A background process killed (SIGKILL) and reaped when dropped, so a test
+/// that fails between starting it and stopping it leaves nothing running.
+/// With [`Reaped::group`] the drop kills its whole process group: a shell
+/// pipeline's `sleep` as well as the shell.
+pub struct Reaped {
+    child: Child,
+    group: bool,
+}
+
+impl Reaped {
+    /// Spawns `cmd`.
+    pub fn spawn(cmd: &mut Command) -> Reaped {
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+        Reaped {
+            child,
+            group: false,
+        }
+    }
+
+    /// Spawns `cmd` as the leader of a new process group, every member of
+    /// which the drop kills.
+    pub fn group(cmd: &mut Command) -> Reaped {
+        use std::os::unix::process::CommandExt;
+        let mut r = Reaped::spawn(cmd.process_group(0));
+        r.group = true;
+        r
+    }
+}
+
+impl std::ops::Deref for Reaped {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.child
+    }
+}
+
+impl std::ops::DerefMut for Reaped {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.child
+    }
+}
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if self.group {
+            if let Ok(pgid) = i32::try_from(self.child.id()) {
+                // SAFETY: kill(2) on the process group this value started.
+                unsafe { libc::kill(-pgid, libc::SIGKILL) };
+            }
+        } else if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}

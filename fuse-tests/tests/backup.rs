@@ -283,14 +283,14 @@ fn litefs_restores_what_litestream_replicated() {
     .unwrap();
     let log = dir.path().join("litestream.log");
     let f = std::fs::File::create(&log).unwrap();
-    let mut child = Command::new(&ls)
-        .args(["replicate", "-config"])
-        .arg(&config)
-        .stdin(Stdio::null())
-        .stdout(f.try_clone().unwrap())
-        .stderr(f)
-        .spawn()
-        .unwrap();
+    let mut child = litefs_fuse_tests::cluster::Reaped::spawn(
+        Command::new(&ls)
+            .args(["replicate", "-config"])
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(f.try_clone().unwrap())
+            .stderr(f),
+    );
     std::thread::sleep(Duration::from_millis(1000));
     for b in 0..4 {
         sq(&format!(

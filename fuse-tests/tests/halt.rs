@@ -186,13 +186,14 @@ fn replica_dying_with_the_halt_lock() {
         marker.display(),
         rs[0].path("db").display()
     );
-    let mut holder = Command::new(litefs_bin())
-        .arg("run")
-        .args(["-url", &rs[0].url])
-        .args(["-with-halt-lock-on", rs[0].path("db").to_str().unwrap()])
-        .args(["--", "sh", "-c", &script])
-        .spawn()
-        .unwrap();
+    // Its own process group: `sleep 120` must not outlive the test.
+    let holder = litefs_fuse_tests::cluster::Reaped::group(
+        Command::new(litefs_bin())
+            .arg("run")
+            .args(["-url", &rs[0].url])
+            .args(["-with-halt-lock-on", rs[0].path("db").to_str().unwrap()])
+            .args(["--", "sh", "-c", &script]),
+    );
     let deadline = Instant::now() + Duration::from_secs(20);
     while !marker.exists() {
         assert!(Instant::now() < deadline, "the transaction never began");
@@ -201,8 +202,7 @@ fn replica_dying_with_the_halt_lock() {
     std::thread::sleep(Duration::from_millis(300));
     let t = Instant::now();
     rs[0].kill();
-    let _ = holder.kill();
-    let _ = holder.wait();
+    drop(holder);
     // The primary's writers wait for the lock's expiry, then write.
     let deadline = Instant::now() + HALT_TTL + Duration::from_secs(15);
     loop {

@@ -161,15 +161,18 @@ time.sleep(30)
 "#;
 
 /// Starts a Python `script` with `args` that keeps its connection open,
-/// and returns once it printed `committed`.
-fn spawn_until_committed(script: &str, args: &[&std::ffi::OsStr]) -> std::process::Child {
-    let mut child = Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .args(args)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn python3");
+/// and returns once it printed `committed`; killed when dropped.
+fn spawn_until_committed(
+    script: &str,
+    args: &[&std::ffi::OsStr],
+) -> litefs_fuse_tests::cluster::Reaped {
+    let mut child = litefs_fuse_tests::cluster::Reaped::spawn(
+        Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .args(args)
+            .stdout(std::process::Stdio::piped()),
+    );
     let mut line = String::new();
     std::io::BufRead::read_line(
         &mut std::io::BufReader::new(child.stdout.take().unwrap()),

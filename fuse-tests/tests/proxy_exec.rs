@@ -101,19 +101,59 @@ fn txid_cookie(r: &Reply) -> Option<String> {
 }
 
 /// A node whose `exec` runs the web app on `app` behind its proxy on
-/// `proxy`.
+/// `proxy`. Dropping it stops the node and makes sure its app is gone.
 struct AppNode {
     node: Node,
     proxy: u16,
     marker: PathBuf,
+    /// Holds the marker; its path, on the app's command line, tells this
+    /// node's app from any other process.
+    _side: tempfile::TempDir,
+}
+
+impl Drop for AppNode {
+    fn drop(&mut self) {
+        // SIGKILL: the app must go with its node (the death signal `exec`
+        // arms); whatever the binary does, no app outlives the test.
+        self.node.kill();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !app_pids(&self.marker).is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        for pid in app_pids(&self.marker) {
+            eprintln!("app {pid} outlived its node by 20 s; killing it");
+            // SAFETY: kill(2) on a process whose command line names this
+            // node's own marker: the app this test started.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
+
+/// Live processes (zombies excluded) whose command line contains `marker`.
+fn app_pids(marker: &std::path::Path) -> Vec<i32> {
+    let needle = marker.as_os_str().as_encoded_bytes();
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let zombie = stat
+                .rsplit_once(')')
+                .is_some_and(|(_, r)| r.trim_start().starts_with('Z'));
+            !zombie && cmd.windows(needle.len()).any(|w| w == needle)
+        })
+        .collect()
 }
 
 fn app_node(lease: &str, name: &str, proxy_keys: &str) -> AppNode {
     let (port, app, proxy) = (free_port(), free_port(), free_port());
     let lease = lease.replace("PORT", &port.to_string());
     // The marker lives beside the node, outside the mount.
-    let marker_dir = tempfile::tempdir().unwrap().keep();
-    let marker = marker_dir.join("stopped");
+    let side = tempfile::tempdir().unwrap();
+    let marker = side.path().join("stopped");
     let mut node = Node::new_lease_on(port, &lease, "");
     let mount = node.mount.clone();
     let extra = format!(
@@ -130,6 +170,7 @@ fn app_node(lease: &str, name: &str, proxy_keys: &str) -> AppNode {
         node,
         proxy,
         marker,
+        _side: side,
     }
 }
 
@@ -377,5 +418,39 @@ fn exec_passes_signals_and_the_exit_code() {
     assert!(
         !litefs_fuse_tests::is_mounted(&node.mount),
         "still mounted after the app exited"
+    );
+}
+
+/// `exec`: a node killed with SIGKILL (or crashing) takes its application
+/// with it: the app gets SIGTERM (its marker says so) and exits instead of
+/// running on, orphaned, over a dead mount.
+#[test]
+fn exec_app_dies_with_a_killed_node() {
+    if !require_fuse() {
+        return;
+    }
+    let mut n = app_node(
+        "lease:\n  type: static\n  candidate: true\n  hostname: solo\n  advertise-url: http://127.0.0.1:PORT\n",
+        "solo",
+        "",
+    );
+    wait_app(&n);
+    let before = app_pids(&n.marker);
+    assert_eq!(before.len(), 1, "one app process: {before:?}");
+    n.node.kill();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !app_pids(&n.marker).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        app_pids(&n.marker),
+        Vec::<i32>::new(),
+        "the app outlived its SIGKILLed node by 30 s\n{}",
+        n.node.log_text()
+    );
+    assert_eq!(
+        std::fs::read_to_string(&n.marker).ok().as_deref(),
+        Some("stopped"),
+        "the app did not get SIGTERM when its node died"
     );
 }

@@ -3,6 +3,8 @@
 //! has caught up with one (unless `skip-sync`); all but the last must
 //! succeed in turn; the last is the application: SIGINT and SIGTERM are
 //! passed on to it, and when it exits the node stops with its exit code.
+//! Every command gets SIGTERM if the node dies without stopping it (a
+//! SIGKILL, a crash): an application never outlives its node.
 
 use crate::config::Config;
 use anyhow::{bail, Context};
@@ -50,9 +52,11 @@ pub(crate) fn plan(config: &Config, override_cmd: &[String]) -> anyhow::Result<V
 
 /// What the starter thread reports.
 pub(crate) enum Started {
-    /// The application runs.
-    App(Child, Cmd),
-    /// A command before it failed, or the application could not start.
+    /// The commands before it succeeded: start the application. It is
+    /// spawned by the thread that polls [`App`] (the node's main thread),
+    /// because its death signal fires when the thread that spawned it ends.
+    Ready(Cmd),
+    /// A command before it failed.
     Failed(String),
 }
 
@@ -115,16 +119,39 @@ fn run(mut cmds: Vec<Cmd>, cancel: &AtomicBool) -> Started {
             Err(e) => return Started::Failed(format!("exec: cannot run `{}`: {e}", c.shown)),
         }
     }
-    tracing::info!(cmd = %app.shown, "exec: starting the application");
-    match command(&app).spawn() {
-        Ok(child) => Started::App(child, app),
-        Err(e) => Started::Failed(format!("exec: cannot start `{}`: {e}", app.shown)),
-    }
+    Started::Ready(app)
 }
 
+/// The command, set to get SIGTERM when the thread that spawns it ends:
+/// with the whole process when that is the main thread, so a node killed
+/// by SIGKILL or a crash does not leave its application running, orphaned,
+/// on a mount that is gone.
 fn command(c: &Cmd) -> Command {
+    use std::os::unix::process::CommandExt;
     let mut cmd = Command::new(&c.argv[0]);
     cmd.args(&c.argv[1..]);
+    let parent = std::process::id();
+    // SAFETY: the hook runs in the child between fork and exec and only
+    // makes async-signal-safe system calls (prctl, getppid).
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGTERM as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The node died before the death signal was armed.
+            if u32::try_from(libc::getppid()).ok() != Some(parent) {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
     cmd
 }
 
@@ -187,13 +214,23 @@ impl App {
         }
     }
 
-    /// Checks on the application without blocking.
+    /// Checks on the application without blocking; starts it once the
+    /// commands before it succeeded. Call it from the main thread (see
+    /// [`Started::Ready`]).
     pub(crate) fn poll(&mut self) -> AppEvent {
         if let Some(rx) = &self.rx {
             match rx.try_recv() {
-                Ok(Started::App(child, cmd)) => {
-                    self.child = Some((child, cmd));
+                Ok(Started::Ready(cmd)) => {
                     self.rx = None;
+                    tracing::info!(cmd = %cmd.shown, "exec: starting the application");
+                    match command(&cmd).spawn() {
+                        Ok(child) => self.child = Some((child, cmd)),
+                        Err(e) => {
+                            let why = format!("exec: cannot start `{}`: {e}", cmd.shown);
+                            tracing::error!(reason = %why, "the application did not start; stopping");
+                            return AppEvent::Ended(1);
+                        }
+                    }
                 }
                 Ok(Started::Failed(why)) => {
                     tracing::error!(reason = %why, "the application did not start; stopping");

@@ -31,8 +31,9 @@ pub const FRAME_HWM: u32 = 6;
 /// Frame type code: the primary's clock, sent when idle.
 pub const FRAME_HEARTBEAT: u32 = 7;
 
-/// Longest database name or handoff lease ID accepted, in bytes.
-pub const MAX_NAME_LEN: usize = 1024;
+/// Longest database name or handoff lease ID accepted, in bytes: a name
+/// in the mount may be as long as Linux allows a path.
+pub const MAX_NAME_LEN: usize = litefs_store::MAX_NAME_LEN;
 /// Largest LTX chunk: a chunk length is a `u16` and 0 ends the data.
 pub const MAX_CHUNK_LEN: usize = u16::MAX as usize;
 /// The zero-length chunk that ends an LTX frame's data.
@@ -687,8 +688,8 @@ mod tests {
         assert!(matches!(
             decode_pos_map(&entry(&[b'a'; MAX_NAME_LEN + 1])).unwrap_err(),
             WireError::TooLarge {
-                len: 1025,
-                limit: 1024,
+                len: 4096,
+                limit: 4095,
                 ..
             }
         ));
@@ -853,7 +854,7 @@ mod tests {
         let long = |typ: u32, pre: &[u8]| {
             let mut b = typ.to_be_bytes().to_vec();
             b.extend_from_slice(pre);
-            b.extend_from_slice(&1025u32.to_be_bytes());
+            b.extend_from_slice(&(MAX_NAME_LEN as u32 + 1).to_be_bytes());
             b
         };
         for b in [long(1, &[0; 8]), long(4, &[]), long(6, &[0; 8])] {
@@ -861,7 +862,7 @@ mod tests {
                 decode_one(&b).unwrap_err(),
                 WireError::TooLarge {
                     what: "database name",
-                    len: 1025,
+                    len: 4096,
                     ..
                 }
             ));

@@ -28,7 +28,7 @@ mod writer;
 pub use db::{Applied, Committed, Db, DbPaths, DbStatus};
 pub use error::StoreError;
 pub use fence::{Fence, FenceGuard, NoClients};
-pub use names::{parent_of, validate_db_name};
+pub use names::{parent_of, validate_db_name, MAX_COMPONENT_LEN, MAX_NAME_LEN};
 pub use role::{HaltRemote, PrimaryInfo, Role, LAG_UNKNOWN_MS};
 pub use spill::{SpillBuf, SPILL_BYTES};
 pub use stats::{DbCounters, DbStats, FileKind};

@@ -4,12 +4,15 @@
 use crate::db::{Applied, Db, DbPaths};
 use crate::error::{IoContext, StoreError};
 use crate::fence::Fence;
-use crate::names::{decode, encode, parent_of, validate_db_name, SLASH};
+use crate::names::{
+    db_entry, dir_entry, is_empty_long_entry, is_long_entry, parent_of, parse_entry,
+    read_long_name, record_long_name, validate_db_name, Entry, NAME_FILE,
+};
 use crate::role::Role;
 use crate::writer::LtxWriter;
 use litefs_ltx::Pos;
 use litefs_sqlite::{DbHeader, DB_HEADER_SIZE};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
@@ -93,8 +96,9 @@ impl Drop for Listening {
 #[derive(Default)]
 struct Inner {
     dbs: BTreeMap<String, Arc<Db>>,
-    /// Directories of the mount other than the root.
-    dirs: BTreeSet<String>,
+    /// Directories of the mount other than the root, with their markers
+    /// under `dbs/` (which may be missing: see [`Store::open`]).
+    dirs: BTreeMap<String, PathBuf>,
 }
 
 impl std::fmt::Debug for Store {
@@ -181,29 +185,49 @@ impl Store {
         let changes = Arc::new(Changes::default());
         for entry in std::fs::read_dir(&dbs_dir).ctx(&dbs_dir)? {
             let entry = entry.ctx(&dbs_dir)?;
+            let path = entry.path();
             let Some(raw) = entry.file_name().to_str().map(str::to_owned) else {
-                tracing::warn!(path = %entry.path().display(), "skipping non-UTF-8 entry in dbs/");
+                tracing::warn!(path = %path.display(), "skipping non-UTF-8 entry in dbs/");
                 continue;
             };
-            if !entry.path().is_dir() {
-                tracing::warn!(path = %entry.path().display(), "skipping unexpected file in dbs/");
+            if !path.is_dir() {
+                tracing::warn!(path = %path.display(), "skipping unexpected file in dbs/");
                 continue;
             }
-            if let Some(dir) = raw.strip_suffix(SLASH) {
-                let dir = decode(dir);
-                if validate_db_name(&dir).is_ok() {
-                    inner.dirs.insert(dir);
+            let long = |hash: &str| {
+                let name = read_long_name(&path, hash);
+                if name.is_none() {
+                    skip_nameless(&path);
+                }
+                name
+            };
+            let (name, is_dir) = match parse_entry(&raw) {
+                Entry::Db(name) => (name, false),
+                Entry::Dir(name) => (name, true),
+                Entry::LongDb(hash) => match long(&hash) {
+                    Some(name) => (name, false),
+                    None => continue,
+                },
+                Entry::LongDir(hash) => match long(&hash) {
+                    Some(name) => (name, true),
+                    None => continue,
+                },
+                Entry::Other => {
+                    tracing::warn!(path = %path.display(), "skipping entry in dbs/ that is not a valid name");
                     continue;
                 }
+            };
+            if inner.dbs.contains_key(&name) || inner.dirs.contains_key(&name) {
+                tracing::warn!(path = %path.display(), "skipping a second entry in dbs/ for the same name");
+                continue;
             }
-            let name = decode(&raw);
-            if validate_db_name(&name).is_err() {
-                tracing::warn!(path = %entry.path().display(), "skipping entry in dbs/ that is not a valid name");
+            if is_dir {
+                inner.dirs.insert(name, path);
                 continue;
             }
             let db = Db::open(
                 name.clone(),
-                DbPaths::new(entry.path()),
+                DbPaths::new(path),
                 opts,
                 writer.clone(),
                 changes.clone(),
@@ -220,7 +244,9 @@ impl Store {
         for p in parents {
             let mut p = p.as_str();
             while !p.is_empty() {
-                inner.dirs.insert(p.to_owned());
+                if !inner.dirs.contains_key(p) {
+                    inner.dirs.insert(p.to_owned(), dbs_dir.join(dir_entry(p)));
+                }
                 p = parent_of(p);
             }
         }
@@ -276,7 +302,7 @@ impl Store {
 
     /// Whether `path` is a directory of the mount (`""` is the root).
     pub fn dir_exists(&self, path: &str) -> bool {
-        path.is_empty() || self.read().is_ok_and(|i| i.dirs.contains(path))
+        path.is_empty() || self.read().is_ok_and(|i| i.dirs.contains_key(path))
     }
 
     /// What the directory `path` holds.
@@ -287,7 +313,7 @@ impl Store {
         Listing {
             dirs: i
                 .dirs
-                .iter()
+                .keys()
                 .filter(|d| parent_of(d) == path)
                 .map(|d| d.rsplit('/').next().unwrap_or(d).to_owned())
                 .collect(),
@@ -309,17 +335,22 @@ impl Store {
             return Ok(db.clone());
         }
         let parent = parent_of(name);
-        if !parent.is_empty() && !inner.dirs.contains(parent) {
-            return Err(not_found(&self.dbs_dir.join(encode(parent))));
+        if !parent.is_empty() && !inner.dirs.contains_key(parent) {
+            return Err(not_found(&self.dbs_dir.join(dir_entry(parent))));
         }
-        if inner.dirs.contains(name) {
+        if inner.dirs.contains_key(name) {
             return Err(StoreError::InvalidName {
                 name: name.to_owned(),
                 reason: "is a directory",
             });
         }
-        let dir = self.dbs_dir.join(encode(name));
-        std::fs::create_dir_all(&dir).ctx(&dir)?;
+        let entry = db_entry(name);
+        let dir = self.dbs_dir.join(&entry);
+        if is_long_entry(&entry) {
+            record_long_name(&dir, name)?;
+        } else {
+            std::fs::create_dir_all(&dir).ctx(&dir)?;
+        }
         let db = Arc::new(Db::open(
             name.to_owned(),
             DbPaths::new(dir),
@@ -384,38 +415,50 @@ impl Store {
         validate_db_name(path)?;
         let mut inner = self.write()?;
         let parent = parent_of(path);
-        if !parent.is_empty() && !inner.dirs.contains(parent) {
-            return Err(not_found(&self.dbs_dir.join(encode(parent))));
+        let entry = dir_entry(path);
+        let marker = self.dbs_dir.join(&entry);
+        if !parent.is_empty() && !inner.dirs.contains_key(parent) {
+            return Err(not_found(&self.dbs_dir.join(dir_entry(parent))));
         }
-        if inner.dirs.contains(path) || inner.dbs.contains_key(path) {
+        if inner.dirs.contains_key(path) || inner.dbs.contains_key(path) {
             return Err(StoreError::Io {
-                path: self.dbs_dir.join(encode(path)),
+                path: marker,
                 source: std::io::Error::from(std::io::ErrorKind::AlreadyExists),
             });
         }
-        let marker = self.dbs_dir.join(format!("{}{SLASH}", encode(path)));
-        std::fs::create_dir_all(&marker).ctx(&marker)?;
-        inner.dirs.insert(path.to_owned());
+        if is_long_entry(&entry) {
+            record_long_name(&marker, path)?;
+        } else {
+            std::fs::create_dir_all(&marker).ctx(&marker)?;
+        }
+        inner.dirs.insert(path.to_owned(), marker);
         Ok(())
     }
 
     /// Removes the empty directory `path` of the mount.
     pub fn rmdir(&self, path: &str) -> Result<(), StoreError> {
         let mut inner = self.write()?;
-        let marker = self.dbs_dir.join(format!("{}{SLASH}", encode(path)));
-        if !inner.dirs.contains(path) {
-            return Err(not_found(&marker));
-        }
+        let Some(marker) = inner.dirs.get(path).cloned() else {
+            return Err(not_found(&self.dbs_dir.join(dir_entry(path))));
+        };
         let prefix = format!("{path}/");
         let live_db = inner
             .dbs
             .iter()
             .any(|(n, d)| n.starts_with(&prefix) && d.paths().database.exists());
-        if live_db || inner.dirs.iter().any(|d| d.starts_with(&prefix)) {
+        if live_db || inner.dirs.keys().any(|d| d.starts_with(&prefix)) {
             return Err(StoreError::Io {
                 path: marker,
                 source: std::io::Error::from_raw_os_error(39),
             });
+        }
+        // A long marker's name file first: a crash between the two leaves
+        // an empty entry, which the next start removes.
+        let name_file = marker.join(NAME_FILE);
+        match std::fs::remove_file(&name_file) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).ctx(&name_file),
         }
         match std::fs::remove_dir(&marker) {
             Ok(()) => {}
@@ -462,6 +505,24 @@ fn check_image(name: &str, image: &[u8]) -> Result<u32, StoreError> {
     Ok(h.page_size)
 }
 
+/// A long entry without a valid `name` file: removed if empty (a crash
+/// while it was created or removed), else left alone and skipped.
+fn skip_nameless(path: &Path) {
+    if is_empty_long_entry(path) {
+        let _ = std::fs::remove_file(path.join(format!("{NAME_FILE}.tmp")));
+        match std::fs::remove_dir(path) {
+            Ok(()) => {
+                tracing::info!(path = %path.display(), "removed an empty entry left by a crash")
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot remove an empty entry left by a crash")
+            }
+        }
+    } else {
+        tracing::warn!(path = %path.display(), "skipping a long-name entry in dbs/ whose name file is missing or does not match");
+    }
+}
+
 fn not_found(path: &Path) -> StoreError {
     StoreError::Io {
         path: path.to_path_buf(),
@@ -473,5 +534,17 @@ pub(crate) fn poisoned(path: &Path) -> StoreError {
     StoreError::Io {
         path: path.to_path_buf(),
         source: std::io::Error::other("lock poisoned by a panicked thread"),
+    }
+}
+
+impl Store {
+    /// The marker directory in `dbs/` that stands for directory `path` of
+    /// the mount (see `mkdir`): the mount shows its mode, owner and times
+    /// as the directory's, and `chmod`/`chown`/`utimens` change them there.
+    pub fn dir_marker(&self, path: &str) -> PathBuf {
+        self.read()
+            .ok()
+            .and_then(|i| i.dirs.get(path).cloned())
+            .unwrap_or_else(|| self.dbs_dir.join(dir_entry(path)))
     }
 }
