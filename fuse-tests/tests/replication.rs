@@ -98,6 +98,30 @@ print('stuck at', n, 'expected', before + 1); sys.exit(1)
     }
 }
 
+/// The bytes of `db` on `n`, read once the file is as long as its header
+/// says. Seen once in a loaded CI-style run: a read right after the
+/// replica reached the position returned the first page of a two-page
+/// database (a stale size), and the next read all of it; this test is
+/// about refused writes, so it starts from the whole file.
+/// TODO: find where that stale size comes from.
+fn whole_db(n: &litefs_fuse_tests::Node, db: &str) -> Vec<u8> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let b = std::fs::read(n.path(db)).unwrap();
+        let whole = b.len() >= 100 && {
+            let ps = u32::from(u16::from_be_bytes([b[16], b[17]]));
+            let ps = if ps == 1 { 65536 } else { ps } as usize;
+            let pages = u32::from_be_bytes([b[28], b[29], b[30], b[31]]) as usize;
+            b.len() == ps * pages
+        };
+        if whole || std::time::Instant::now() > deadline {
+            eprintln!("{db}: {} bytes read (whole: {whole})", b.len());
+            return b;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// Every write path on a replica is refused and changes nothing; SQLite
 /// says why, and the daemon logs the primary.
 #[test]
@@ -117,8 +141,8 @@ fn replicas_refuse_writes_and_change_nothing() {
     );
     wait_same_pos(&p, r, "rb.db");
     wait_same_pos(&p, r, "w.db");
-    let before_rb = std::fs::read(r.path("rb.db")).unwrap();
-    let before_w = std::fs::read(r.path("w.db")).unwrap();
+    let before_rb = whole_db(r, "rb.db");
+    let before_w = whole_db(r, "w.db");
     let pos_rb = r.sync_pos("rb.db");
     let pos_w = r.sync_pos("w.db");
 
