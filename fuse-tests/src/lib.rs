@@ -587,11 +587,3 @@ pub fn sqlite3_output(db: &Path, sql: &str) -> Output {
         .output()
         .expect("run sqlite3")
 }
-
-impl Node {
-    /// [`Node::start_lease`] with `fuse_keys` (`key: value` lines, such as
-    /// `allow-other: true`) in the `fuse:` section.
-    pub fn start_lease_with_fuse(lease: &str, extra: &str, fuse_keys: &str) -> Node {
-        Node::start_full(lease, extra, "", &indent_keys(fuse_keys))
-    }
-}
