@@ -38,7 +38,7 @@ limit 1800 cargo test --workspace --all-targets ${locked[@]+"${locked[@]}"} 2>&1
 # passthrough, where the kernel has it): both paths stay tested.
 LITEFS_TEST_IO=classic limit 1200 cargo test -p litefs-fuse-tests ${locked[@]+"${locked[@]}"} \
     --test mount_capture --test mount_crash --test mount_more --test mount_restart \
-    --test sqlite_tcl --test replication 2>&1
+    --test sqlite_tcl --test replication --test mount_permissions --test mount_recreate 2>&1
 limit 600 cargo test --workspace --doc ${locked[@]+"${locked[@]}"} 2>&1
 # The benchmark must keep working (it measures, it asserts no speed): every
 # workload once, briefly, on both I/O paths and the floor filesystem.

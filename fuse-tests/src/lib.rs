@@ -587,3 +587,27 @@ pub fn sqlite3_output(db: &Path, sql: &str) -> Output {
         .output()
         .expect("run sqlite3")
 }
+
+impl Node {
+    /// [`Node::start_lease`] with `fuse_keys` (`key: value` lines, such as
+    /// `allow-other: true`) in the `fuse:` section.
+    pub fn start_lease_with_fuse(lease: &str, extra: &str, fuse_keys: &str) -> Node {
+        Node::start_full(lease, extra, "", &indent_keys(fuse_keys))
+    }
+}
+
+/// Runs a Python sqlite3 script with the database path as `sys.argv[1]`.
+pub fn python(script: &str, db: &Path) -> String {
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(db)
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success(),
+        "python failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

@@ -8,25 +8,10 @@
 //! commit frame is written; the chain must be just as right.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use litefs_fuse_tests::{classic_io, fuse_available, sqlite3, Node};
+use litefs_fuse_tests::{classic_io, fuse_available, python, sqlite3, Node};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// Runs a Python sqlite3 script with the database path as `sys.argv[1]`.
-fn python(script: &str, db: &std::path::Path) -> String {
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .arg(db)
-        .output()
-        .expect("run python3");
-    assert!(
-        out.status.success(),
-        "python failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 const WAL_SESSION: &str = r#"
 import sqlite3, sys

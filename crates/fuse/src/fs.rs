@@ -1,22 +1,23 @@
 //! The `fuser::Filesystem` implementation: thin adapters over helpers that
 //! return `Result<_, Errno>`.
 
+use crate::backing::{side_file_generation, Registry};
 use crate::fence::{MountFence, MountLink};
 use crate::names::{join, parse, Kind, KINDS};
 use fuser::{
     BackgroundSession, BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
     Generation, INodeNo, InitFlags, KernelConfig, LockOwner, MountOption, OpenFlags, ReplyAttr,
     ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
-    ReplyWrite, Request, WriteFlags,
+    ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
 use litefs_store::{Db, Fence, Store, StoreError};
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const TTL: Duration = Duration::from_secs(1);
@@ -32,7 +33,9 @@ pub(crate) const KIND_SLOTS: u64 = 8;
 /// How to mount.
 #[derive(Debug, Clone)]
 pub struct MountOptions {
-    /// Let users other than the mounting one in (`fuse.allow-other`).
+    /// Let users other than the mounting one in (`fuse.allow-other`);
+    /// what each may then do is decided by the kernel from the files'
+    /// modes and owners (`default_permissions`).
     pub allow_other: bool,
     /// Request-dispatch threads.
     pub threads: usize,
@@ -211,13 +214,28 @@ impl Drop for Mounted {
 pub fn mount(store: Arc<Store>, dir: &Path, opts: &MountOptions) -> std::io::Result<Mounted> {
     let ids = Arc::new(RwLock::new(Ids::default()));
     let gates = Arc::new(std::sync::OnceLock::new());
-    let fs = LiteFs::new(store.clone(), ids.clone(), opts.passthrough, gates.clone());
+    // The mount point itself, held open: the root shows its mode and owner
+    // and `chmod`/`chown` of the root change them, although the mount
+    // covers it.
+    let point = match File::open(dir) {
+        Ok(f) => Some(f),
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot open the mount point; the root shows mode 0755");
+            None
+        }
+    };
+    let mut fs = LiteFs::new(store.clone(), ids.clone(), opts.passthrough, gates.clone());
+    fs.point = point;
     let mut config = fuser::Config::default();
     config.mount_options = vec![
         MountOption::FSName("litefs".into()),
         MountOption::Subtype("litefs".into()),
         MountOption::NoDev,
         MountOption::NoSuid,
+        // The kernel checks every access against the modes and owners we
+        // return, from the attributes it caches: no round trip per read or
+        // write (after a create or unlink it asks once for the directory's).
+        MountOption::DefaultPermissions,
     ];
     if opts.allow_other {
         config.acl = fuser::SessionACL::All;
@@ -267,8 +285,9 @@ struct LiteFs {
     /// kernel granted it and registering backing files works).
     passthrough_wanted: bool,
     passthrough: AtomicBool,
-    /// One backing registration per inode while any open uses it.
-    backing: Mutex<HashMap<u64, Weak<BackingId>>>,
+    /// One backing registration per inode and backing file while any open
+    /// uses it (see `backing.rs`).
+    backing: Registry<BackingId>,
     uid: u32,
     gid: u32,
     /// The halt-lock gates, once the mount exists.
@@ -276,6 +295,8 @@ struct LiteFs {
     /// Handles of `-lock` files clients opened on a replica (each counted
     /// by its database's gate).
     gated: Mutex<HashMap<u64, String>>,
+    /// The mount point directory under the mount (see [`mount`]).
+    point: Option<File>,
 }
 
 /// Stable inode numbers for database names within this process.
@@ -335,6 +356,7 @@ impl LiteFs {
             gid,
             gates,
             gated: Default::default(),
+            point: None,
         }
     }
 
@@ -515,6 +537,8 @@ impl LiteFs {
         }
     }
 
+    /// Attributes of a generated file (`.lag`, `.primary`): owned by the
+    /// daemon's user.
     fn file_attr(&self, ino: u64, size: u64, mtime: SystemTime, perm: u16) -> FileAttr {
         FileAttr {
             ino: INodeNo(ino),
@@ -535,39 +559,88 @@ impl LiteFs {
         }
     }
 
-    fn dir_attr(&self, ino: u64) -> FileAttr {
-        let perm = if self.is_replica() { 0o555 } else { 0o777 };
-        FileAttr {
-            kind: FileType::Directory,
-            nlink: 2,
-            ..self.file_attr(ino, 0, UNIX_EPOCH, perm)
+    /// The root: mode and owner of the mount point directory (0755 and the
+    /// daemon's user if it could not be opened), times of `dbs/` in the
+    /// data directory, which changes as databases come and go.
+    fn root_attr(&self) -> FileAttr {
+        let data = std::fs::metadata(self.store.dbs_dir()).ok();
+        let mut a = match &data {
+            Some(md) => md_attr(ROOT, md),
+            None => self.file_attr(ROOT, 0, UNIX_EPOCH, 0o755),
+        };
+        match self.point.as_ref().and_then(|f| f.metadata().ok()) {
+            Some(p) => {
+                a.perm = (p.mode() & 0o7777) as u16;
+                a.uid = p.uid();
+                a.gid = p.gid();
+            }
+            None => {
+                a.perm = 0o755;
+                a.uid = self.uid;
+                a.gid = self.gid;
+            }
+        }
+        as_dir(a)
+    }
+
+    /// A directory of the mount (`path`; `""` is the root): the mode,
+    /// owner and times of its marker directory in `dbs/`. A replica shows
+    /// them as they are (unlike a database's): creating in it is refused
+    /// by this process, while readers must be able to create `-shm`.
+    fn dir_attr(&self, ino: u64, path: &str) -> FileAttr {
+        if ino == ROOT || path.is_empty() {
+            return self.root_attr();
+        }
+        match std::fs::metadata(self.store.dir_marker(path)) {
+            Ok(md) => as_dir(md_attr(ino, &md)),
+            // A directory whose marker was lost (the store recreates it
+            // from the databases in it): as a new one would be.
+            Err(_) => FileAttr {
+                ino: INodeNo(ino),
+                perm: 0o755,
+                uid: self.uid,
+                gid: self.gid,
+                ..self.root_attr()
+            },
         }
     }
 
+    /// The attributes of `db`'s `kind` file. Data files show their backing
+    /// file's mode, owner and times (see [`md_attr`]); on a replica a
+    /// database shows its mode without write bits, since it is read-only
+    /// whatever its mode. `-pos` is read-only (0444) and `-lock` takes the
+    /// database's read and write bits, both with its owner.
     fn attr_of(&self, db: &Db, kind: Kind) -> Result<FileAttr, Errno> {
         let ino = self.ino(db.name(), kind);
         match kind {
             Kind::Pos => {
                 let (_, ts) = db.pos_and_timestamp();
                 let mtime = UNIX_EPOCH + Duration::from_millis(ts.max(0) as u64);
-                Ok(self.file_attr(ino, db.pos_file().len() as u64, mtime, 0o444))
+                let mut a = self.file_attr(ino, db.pos_file().len() as u64, mtime, 0o444);
+                if let Ok(md) = std::fs::metadata(&db.paths().database) {
+                    a.uid = md.uid();
+                    a.gid = md.gid();
+                }
+                Ok(a)
             }
-            Kind::Lock => Ok(self.file_attr(ino, 0, UNIX_EPOCH, 0o666)),
-            Kind::Dir => Ok(self.dir_attr(ino)),
+            Kind::Lock => Ok(match std::fs::metadata(&db.paths().database) {
+                Ok(md) => FileAttr {
+                    size: 0,
+                    blocks: 0,
+                    perm: (md.mode() & 0o666) as u16,
+                    ..md_attr(ino, &md)
+                },
+                Err(_) => self.file_attr(ino, 0, UNIX_EPOCH, 0o666),
+            }),
+            Kind::Dir => Ok(self.dir_attr(ino, db.name())),
             _ => {
                 let path = Self::backing(db, kind).ok_or(Errno::ENOENT)?;
                 let md = std::fs::metadata(&path).map_err(|e| errno(&e))?;
-                let mtime = UNIX_EPOCH
-                    + Duration::new(
-                        md.mtime().max(0) as u64,
-                        md.mtime_nsec().clamp(0, 999_999_999) as u32,
-                    );
-                let perm = if kind == Kind::Database && self.read_only(db) {
-                    0o444
-                } else {
-                    0o666
-                };
-                Ok(self.file_attr(ino, md.len(), mtime, perm))
+                let mut a = md_attr(ino, &md);
+                if kind == Kind::Database && self.read_only(db) {
+                    a.perm &= !0o222;
+                }
+                Ok(a)
             }
         }
     }
@@ -582,7 +655,7 @@ impl LiteFs {
         }
         let path = self.child(parent, name)?;
         if self.store.dir_exists(&path) {
-            return Ok(self.dir_attr(self.ino(&path, Kind::Dir)));
+            return Ok(self.dir_attr(self.ino(&path, Kind::Dir), &path));
         }
         let (dbname, kind) = parse(&path);
         let db = self.store.db(dbname).ok_or(Errno::ENOENT)?;
@@ -637,26 +710,20 @@ impl LiteFs {
             && self.passthrough.load(Ordering::Relaxed)
     }
 
-    /// The backing registration of inode `ino`: the live one if any open
-    /// holds it (the kernel refuses a second backing file per inode), else
-    /// a new one from `register`. A failed registration turns passthrough
-    /// off for the rest of the mount and the open continues classically.
+    /// The backing registration of inode `ino` opened on `file`: the live
+    /// one if an open of the same file holds it (the kernel refuses a
+    /// second backing file per inode), else a new one from `register`;
+    /// never a removed file's (see `backing.rs`). A failed registration
+    /// turns passthrough off for the rest of the mount and the open
+    /// continues classically.
     fn backing_for(
         &self,
         ino: u64,
+        file: &File,
         register: impl FnOnce() -> std::io::Result<BackingId>,
     ) -> Option<Arc<BackingId>> {
-        let mut map = self.backing.lock().ok()?;
-        if let Some(b) = map.get(&ino).and_then(Weak::upgrade) {
-            return Some(b);
-        }
-        match register() {
-            Ok(b) => {
-                let b = Arc::new(b);
-                map.retain(|_, w| w.strong_count() > 0);
-                map.insert(ino, Arc::downgrade(&b));
-                Some(b)
-            }
+        match self.backing.get_or_register(ino, file, register) {
+            Ok(b) => Some(b),
             Err(e) => {
                 if self.passthrough.swap(false, Ordering::Relaxed) {
                     tracing::warn!(error = %e, "registering a backing file for FUSE passthrough failed; using classic FUSE I/O from now on");
@@ -682,12 +749,7 @@ impl LiteFs {
         if kind == Kind::Shm || !self.is_replica() {
             return Ok(Io::Passthrough);
         }
-        let in_passthrough = self
-            .backing
-            .lock()
-            .ok()
-            .and_then(|m| m.get(&ino).and_then(Weak::upgrade))
-            .is_some();
+        let in_passthrough = self.backing.in_use(ino);
         match (in_passthrough, flags & libc::O_ACCMODE == libc::O_RDONLY) {
             (false, _) => Ok(Io::Classic { direct: true }),
             (true, true) => Ok(Io::Passthrough),
@@ -698,14 +760,7 @@ impl LiteFs {
     /// Opens the backing file of `kind` for an open with `flags`: for
     /// passthrough always read-write, since one backing file serves every
     /// open of the inode (the kernel still enforces each open's mode).
-    fn open_for(
-        &self,
-        db: &Db,
-        kind: Kind,
-        flags: i32,
-        create: bool,
-        io: Io,
-    ) -> Result<Option<File>, Errno> {
+    fn open_for(&self, db: &Db, kind: Kind, flags: i32, io: Io) -> Result<Option<File>, Errno> {
         let Some(path) = Self::backing(db, kind) else {
             return Ok(None);
         };
@@ -714,7 +769,7 @@ impl LiteFs {
         } else {
             flags
         };
-        Self::openbacking(&path, flags, create).map(Some)
+        Self::openbacking(&path, flags).map(Some)
     }
 
     /// Finishes an open: registers the handle, and for passthrough the
@@ -729,7 +784,7 @@ impl LiteFs {
         register: impl FnOnce(&File) -> std::io::Result<BackingId>,
     ) -> (u64, Option<Arc<BackingId>>) {
         let backing = match &file {
-            Some(f) if io == Io::Passthrough => self.backing_for(ino, || register(f)),
+            Some(f) if io == Io::Passthrough => self.backing_for(ino, f, || register(f)),
             _ => None,
         };
         if backing.is_some() && kind == Kind::Wal {
@@ -741,18 +796,45 @@ impl LiteFs {
         (fh, backing)
     }
 
-    fn openbacking(path: &Path, flags: i32, create: bool) -> Result<File, Errno> {
+    /// Opens an existing backing file (creating one is `create_backing`).
+    fn openbacking(path: &Path, flags: i32) -> Result<File, Errno> {
         let acc = flags & libc::O_ACCMODE;
-        let mut o = OpenOptions::new();
-        o.read(acc == libc::O_RDONLY || acc == libc::O_RDWR)
+        OpenOptions::new()
+            .read(acc == libc::O_RDONLY || acc == libc::O_RDWR)
             .write(acc == libc::O_WRONLY || acc == libc::O_RDWR)
-            .create(create)
-            .mode(0o644)
-            .custom_flags(flags & (libc::O_SYNC | libc::O_DSYNC));
-        if create && !(acc == libc::O_WRONLY || acc == libc::O_RDWR) {
-            o.write(true);
+            .custom_flags(flags & (libc::O_SYNC | libc::O_DSYNC))
+            .open(path)
+            .map_err(|e| errno(&e))
+    }
+
+    /// Creates the backing file for a `create` (or, without `O_EXCL`,
+    /// opens the one that exists); a file it makes gets `meta`'s mode and
+    /// owner (explicitly: this process's own umask must not apply).
+    fn create_backing(path: &Path, flags: i32, meta: &NewMeta) -> Result<File, Errno> {
+        let acc = flags & libc::O_ACCMODE;
+        let made = OpenOptions::new()
+            .read(acc == libc::O_RDONLY || acc == libc::O_RDWR)
+            .write(true)
+            .create_new(true)
+            .mode(meta.perm & 0o777)
+            .custom_flags(flags & (libc::O_SYNC | libc::O_DSYNC))
+            .open(path);
+        match made {
+            Ok(f) => match meta.apply_file(&f) {
+                Ok(()) => Ok(f),
+                Err(e) => {
+                    tracing::error!(path = %path.display(), error = %e, "setting a new file's mode and owner failed");
+                    let _ = std::fs::remove_file(path);
+                    Err(errno(&e))
+                }
+            },
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AlreadyExists && flags & libc::O_EXCL == 0 =>
+            {
+                Self::openbacking(path, flags)
+            }
+            Err(e) => Err(errno(&e)),
         }
-        o.open(path).map_err(|e| errno(&e))
     }
 
     fn do_write(&self, h: &Handle, offset: u64, data: &[u8]) -> Result<u32, Errno> {
@@ -876,7 +958,13 @@ impl LiteFs {
         }
     }
 
-    fn do_create(&self, parent: u64, name: &OsStr, flags: i32) -> Result<Created, Errno> {
+    fn do_create(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        flags: i32,
+        meta: &NewMeta,
+    ) -> Result<Created, Errno> {
         let path = self.child(parent, name)?;
         if self.store.dir_exists(&path) {
             return Err(Errno::EISDIR);
@@ -902,7 +990,17 @@ impl LiteFs {
         };
         let io = self.io_for(self.ino(db.name(), kind), &db, kind, flags)?;
         self.dir_changed(&db);
-        let file = self.open_for(&db, kind, flags, true, io)?;
+        let file = match Self::backing(&db, kind) {
+            Some(path) => {
+                let flags = if io == Io::Passthrough {
+                    libc::O_RDWR | (flags & libc::O_EXCL)
+                } else {
+                    flags
+                };
+                Some(Self::create_backing(&path, flags, meta)?)
+            }
+            None => None,
+        };
         let attr = self.attr_of(&db, kind)?;
         Ok(Created {
             attr,
@@ -959,7 +1057,7 @@ impl LiteFs {
         Ok(out)
     }
 
-    fn do_mkdir(&self, parent: u64, name: &OsStr) -> Result<FileAttr, Errno> {
+    fn do_mkdir(&self, parent: u64, name: &OsStr, meta: &NewMeta) -> Result<FileAttr, Errno> {
         let path = self.child(parent, name)?;
         if self.is_replica() {
             return Err(self.refuse(&path, "mkdir"));
@@ -974,7 +1072,87 @@ impl LiteFs {
         self.store
             .mkdir(&path)
             .map_err(|e| store_errno(&path, "mkdir", e))?;
-        Ok(self.dir_attr(self.ino(&path, Kind::Dir)))
+        if let Err(e) = meta.apply_path(&self.store.dir_marker(&path)) {
+            tracing::error!(dir = path, error = %e, "setting a new directory's mode and owner failed");
+            let _ = self.store.rmdir(&path);
+            return Err(errno(&e));
+        }
+        Ok(self.dir_attr(self.ino(&path, Kind::Dir), &path))
+    }
+
+    /// The mode and owner a file or directory created in `parent` gets, as
+    /// on a local filesystem: the mode asked for less the umask (which the
+    /// kernel has normally applied already; applying it twice changes
+    /// nothing), owned by the caller, with the group of a set-group-ID
+    /// parent (whose bit a new directory inherits). Only a daemon running
+    /// as root can give files away; otherwise they stay its user's.
+    fn new_meta(&self, req: &Request, parent: u64, mode: u32, umask: u32, dir: bool) -> NewMeta {
+        let mut perm = mode & !umask & 0o7777;
+        let mut gid = req.gid();
+        if let Ok(path) = self.dir_path(parent) {
+            let p = self.dir_attr(parent, &path);
+            if u32::from(p.perm) & libc::S_ISGID != 0 {
+                gid = p.gid;
+                if dir {
+                    perm |= libc::S_ISGID;
+                }
+            }
+        }
+        NewMeta {
+            perm,
+            owner: (self.uid == 0).then_some((req.uid(), gid)),
+        }
+    }
+
+    /// `setattr`: the size as before, then owner, mode and times on the
+    /// real file or directory behind `ino` (the kernel has checked that the
+    /// caller may: `default_permissions`). A replica allows them too: they
+    /// stay local (LTX carries no modes). The root's mode and owner are the
+    /// mount point's, its times those of `dbs/`.
+    fn do_setattr(&self, ino: u64, size: Option<u64>, ch: &Change) -> Result<FileAttr, Errno> {
+        match ino {
+            ROOT => {
+                if size.is_some() {
+                    return Err(Errno::EISDIR);
+                }
+                if ch.uid.is_some() || ch.gid.is_some() || ch.mode.is_some() {
+                    let f = self.point.as_ref().ok_or(Errno::EPERM)?;
+                    if ch.uid.is_some() || ch.gid.is_some() {
+                        std::os::unix::fs::fchown(f, ch.uid, ch.gid).map_err(|e| errno(&e))?;
+                    }
+                    if let Some(m) = ch.mode {
+                        f.set_permissions(std::fs::Permissions::from_mode(m & 0o7777))
+                            .map_err(|e| errno(&e))?;
+                    }
+                }
+                if ch.atime.is_some() || ch.mtime.is_some() {
+                    utimens(self.store.dbs_dir(), ch.atime, ch.mtime)?;
+                }
+                return Ok(self.root_attr());
+            }
+            LAG | PRIMARY => return Err(Errno::EPERM),
+            _ => {}
+        }
+        if let Ok((path, Kind::Dir)) = self.name_of(ino) {
+            if !self.store.dir_exists(&path) {
+                return Err(Errno::ENOENT);
+            }
+            if size.is_some() {
+                return Err(Errno::EISDIR);
+            }
+            ch.apply_path(&self.store.dir_marker(&path))?;
+            return Ok(self.dir_attr(ino, &path));
+        }
+        let (db, kind) = self.resolve(ino)?;
+        if let Some(size) = size {
+            self.do_truncate(&db, kind, size)?;
+        }
+        if !ch.is_empty() {
+            // `-pos` and `-lock` have no file of their own.
+            let path = Self::backing(&db, kind).ok_or(Errno::EPERM)?;
+            ch.apply_path(&path)?;
+        }
+        self.attr_of(&db, kind)
     }
 
     fn do_rmdir(&self, parent: u64, name: &OsStr) -> Result<(), Errno> {
@@ -1022,7 +1200,7 @@ impl Filesystem for LiteFs {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match self.lookup_child(parent.0, name) {
             Ok(attr) if attr.ino.0 == PRIMARY => reply.entry(&NO_TTL, &attr, Generation(0)),
-            Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
+            Ok(attr) => reply.entry(&TTL, &attr, self.generation(attr.ino.0)),
             // SQLite looks for a hot journal and a WAL before every read
             // transaction. Side files only come and go through this mount
             // (creat, unlink), which updates the kernel's cache, so the
@@ -1044,10 +1222,12 @@ impl Filesystem for LiteFs {
             };
         }
         let r = match ino.0 {
-            ROOT => Ok(self.dir_attr(ROOT)),
+            ROOT => Ok(self.root_attr()),
             LAG => Ok(self.lag_attr()),
             _ => match self.name_of(ino.0) {
-                Ok((path, Kind::Dir)) if self.store.dir_exists(&path) => Ok(self.dir_attr(ino.0)),
+                Ok((path, Kind::Dir)) if self.store.dir_exists(&path) => {
+                    Ok(self.dir_attr(ino.0, &path))
+                }
                 Ok((_, Kind::Dir)) => Err(Errno::ENOENT),
                 _ => self
                     .resolve(ino.0)
@@ -1062,14 +1242,15 @@ impl Filesystem for LiteFs {
 
     fn mkdir(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
-        _mode: u32,
-        _umask: u32,
+        mode: u32,
+        umask: u32,
         reply: ReplyEntry,
     ) {
-        match self.do_mkdir(parent.0, name) {
+        let meta = self.new_meta(req, parent.0, mode, umask, true);
+        match self.do_mkdir(parent.0, name, &meta) {
             Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
             Err(e) => reply.error(e),
         }
@@ -1086,12 +1267,12 @@ impl Filesystem for LiteFs {
         &self,
         _req: &Request,
         ino: INodeNo,
-        _mode: Option<u32>,
-        _uid: Option<u32>,
-        _gid: Option<u32>,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
         size: Option<u64>,
-        _atime: Option<fuser::TimeOrNow>,
-        _mtime: Option<fuser::TimeOrNow>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
         _fh: Option<FileHandle>,
         _crtime: Option<SystemTime>,
@@ -1100,13 +1281,14 @@ impl Filesystem for LiteFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let r = self.resolve(ino.0).and_then(|(db, kind)| {
-            if let Some(size) = size {
-                self.do_truncate(&db, kind, size)?;
-            }
-            self.attr_of(&db, kind)
-        });
-        match r {
+        let ch = Change {
+            mode,
+            uid,
+            gid,
+            atime,
+            mtime,
+        };
+        match self.do_setattr(ino.0, size, &ch) {
             Ok(a) => reply.attr(&TTL, &a),
             Err(e) => reply.error(e),
         }
@@ -1140,7 +1322,7 @@ impl Filesystem for LiteFs {
                 return Err(self.refuse_journal(db.name()));
             }
             let io = self.io_for(ino.0, &db, kind, flags.0)?;
-            let file = self.open_for(&db, kind, flags.0, false, io)?;
+            let file = self.open_for(&db, kind, flags.0, io)?;
             let cache = open_flags(io, file.is_some());
             let (fh, backing) =
                 self.finish_open(ino.0, db, kind, file, io, |f| reply.open_backing(f));
@@ -1159,21 +1341,22 @@ impl Filesystem for LiteFs {
 
     fn create(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
-        _mode: u32,
-        _umask: u32,
+        mode: u32,
+        umask: u32,
         flags: i32,
         reply: ReplyCreate,
     ) {
+        let meta = self.new_meta(req, parent.0, mode, umask, false);
         let Created {
             attr,
             db,
             kind,
             file,
             io,
-        } = match self.do_create(parent.0, name, flags) {
+        } = match self.do_create(parent.0, name, flags, &meta) {
             Ok(r) => r,
             Err(e) => return reply.error(e),
         };
@@ -1184,12 +1367,34 @@ impl Filesystem for LiteFs {
             Some(b) => reply.created_passthrough(
                 &TTL,
                 &attr,
-                Generation(0),
+                self.generation(ino),
                 FileHandle(fh),
                 FopenFlags::empty(),
                 &b,
             ),
-            None => reply.created(&TTL, &attr, Generation(0), FileHandle(fh), cache),
+            None => reply.created(&TTL, &attr, self.generation(ino), FileHandle(fh), cache),
+        }
+    }
+
+    /// `mknod` of a regular file is a `create` without the open; anything
+    /// else (devices, FIFOs, sockets) has no place in the mount.
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        if mode & libc::S_IFMT != libc::S_IFREG {
+            return reply.error(Errno::EPERM);
+        }
+        let meta = self.new_meta(req, parent.0, mode, umask, false);
+        match self.do_create(parent.0, name, libc::O_WRONLY | libc::O_EXCL, &meta) {
+            Ok(c) => reply.entry(&TTL, &c.attr, self.generation(c.attr.ino.0)),
+            Err(e) => reply.error(e),
         }
     }
 
@@ -1532,4 +1737,163 @@ fn slice_at(b: &[u8], offset: u64, size: u32) -> &[u8] {
     let start = (offset as usize).min(b.len());
     let end = start.saturating_add(size as usize).min(b.len());
     &b[start..end]
+}
+
+/// The mode and owner of a file or directory being created (see
+/// `LiteFs::new_meta`).
+struct NewMeta {
+    perm: u32,
+    /// `None`: this process's (it is not root and cannot give files away).
+    owner: Option<(u32, u32)>,
+}
+
+impl NewMeta {
+    fn apply_file(&self, f: &File) -> std::io::Result<()> {
+        if let Some((uid, gid)) = self.owner {
+            std::os::unix::fs::fchown(f, Some(uid), Some(gid))?;
+        }
+        // After the owner: changing it may clear set-ID bits.
+        f.set_permissions(std::fs::Permissions::from_mode(self.perm))
+    }
+
+    fn apply_path(&self, p: &Path) -> std::io::Result<()> {
+        if let Some((uid, gid)) = self.owner {
+            std::os::unix::fs::chown(p, Some(uid), Some(gid))?;
+        }
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(self.perm))
+    }
+}
+
+/// What a `setattr` changes besides the size.
+struct Change {
+    mode: Option<u32>,
+    uid: Option<u32>,
+    gid: Option<u32>,
+    atime: Option<TimeOrNow>,
+    mtime: Option<TimeOrNow>,
+}
+
+impl Change {
+    fn is_empty(&self) -> bool {
+        self.mode.is_none()
+            && self.uid.is_none()
+            && self.gid.is_none()
+            && self.atime.is_none()
+            && self.mtime.is_none()
+    }
+
+    /// Applies the change to a file or directory of the data directory.
+    fn apply_path(&self, p: &Path) -> Result<(), Errno> {
+        if self.uid.is_some() || self.gid.is_some() {
+            std::os::unix::fs::chown(p, self.uid, self.gid).map_err(|e| errno(&e))?;
+        }
+        if let Some(m) = self.mode {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(m & 0o7777))
+                .map_err(|e| errno(&e))?;
+        }
+        if self.atime.is_some() || self.mtime.is_some() {
+            utimens(p, self.atime, self.mtime)?;
+        }
+        Ok(())
+    }
+}
+
+/// Sets `p`'s access and modification times; `None` leaves one as it is.
+fn utimens(p: &Path, atime: Option<TimeOrNow>, mtime: Option<TimeOrNow>) -> Result<(), Errno> {
+    fn spec(t: Option<TimeOrNow>) -> libc::timespec {
+        let (tv_sec, tv_nsec) = match t {
+            None => (0, libc::UTIME_OMIT),
+            Some(TimeOrNow::Now) => (0, libc::UTIME_NOW),
+            Some(TimeOrNow::SpecificTime(t)) => match t.duration_since(UNIX_EPOCH) {
+                Ok(d) => (
+                    d.as_secs() as libc::time_t,
+                    d.subsec_nanos() as libc::c_long,
+                ),
+                Err(e) => {
+                    // Before 1970: whole seconds down, nanoseconds up.
+                    let d = e.duration();
+                    let mut secs = -(d.as_secs() as libc::time_t);
+                    let mut nanos = d.subsec_nanos() as libc::c_long;
+                    if nanos > 0 {
+                        secs -= 1;
+                        nanos = 1_000_000_000 - nanos;
+                    }
+                    (secs, nanos)
+                }
+            },
+        };
+        libc::timespec { tv_sec, tv_nsec }
+    }
+    let path =
+        std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).map_err(|_| Errno::EINVAL)?;
+    let times = [spec(atime), spec(mtime)];
+    // SAFETY: `path` is NUL-terminated and `times` holds the two timespecs
+    // utimensat reads; both outlive the call.
+    if unsafe { libc::utimensat(libc::AT_FDCWD, path.as_ptr(), times.as_ptr(), 0) } != 0 {
+        return Err(errno(&std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// A time from `stat`'s seconds and nanoseconds (before 1970 too).
+fn stat_time(secs: i64, nsecs: i64) -> SystemTime {
+    let nanos = Duration::from_nanos(nsecs.clamp(0, 999_999_999) as u64);
+    let whole = Duration::from_secs(secs.unsigned_abs());
+    let base = if secs >= 0 {
+        UNIX_EPOCH.checked_add(whole)
+    } else {
+        UNIX_EPOCH.checked_sub(whole)
+    };
+    base.and_then(|t| t.checked_add(nanos))
+        .unwrap_or(UNIX_EPOCH)
+}
+
+/// The attributes of a real file or directory in the data directory: its
+/// mode, owner, size and times as they are on disk. This is where a data
+/// file's (or a directory's) mode, owner and times live, so they survive
+/// restarts.
+fn md_attr(ino: u64, md: &std::fs::Metadata) -> FileAttr {
+    let mtime = stat_time(md.mtime(), md.mtime_nsec());
+    FileAttr {
+        ino: INodeNo(ino),
+        size: md.len(),
+        blocks: md.blocks(),
+        atime: stat_time(md.atime(), md.atime_nsec()),
+        mtime,
+        ctime: stat_time(md.ctime(), md.ctime_nsec()),
+        crtime: mtime,
+        kind: FileType::RegularFile,
+        perm: (md.mode() & 0o7777) as u16,
+        nlink: 1,
+        uid: md.uid(),
+        gid: md.gid(),
+        rdev: 0,
+        blksize: 4096,
+        flags: 0,
+    }
+}
+
+/// `a` as a directory of the mount (which has no size of its own).
+fn as_dir(a: FileAttr) -> FileAttr {
+    FileAttr {
+        kind: FileType::Directory,
+        nlink: 2,
+        size: 0,
+        blocks: 0,
+        ..a
+    }
+}
+
+impl LiteFs {
+    /// The generation the kernel gets with inode `ino`: a side file's
+    /// (`-wal`, `-shm`, `-journal`) from its backing file, so that one
+    /// removed and created again is a new inode to the kernel even while
+    /// the removed one is still open (see `backing.rs`); 0 for the rest.
+    fn generation(&self, ino: u64) -> Generation {
+        match self.resolve(ino) {
+            Ok((db, kind @ (Kind::Wal | Kind::Shm | Kind::Journal))) => Self::backing(&db, kind)
+                .map_or(Generation(0), |p| Generation(side_file_generation(&p))),
+            _ => Generation(0),
+        }
+    }
 }

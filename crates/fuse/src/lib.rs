@@ -22,8 +22,17 @@
 //! WAL index is rebuilt when missing). Opening a
 //! database or WAL read-write still works, so a connection made on a
 //! replica writes once the node is primary; the WAL index stays writable
-//! (readers write to it). Database files show mode 0444 and directories
-//! 0555 there.
+//! (readers write to it). Databases show their mode without write bits
+//! there, so the kernel lets only root open them read-write.
+//!
+//! Modes, owners and times are POSIX's, kept on real files of the data
+//! directory so they survive restarts: a database's, journal's, WAL's and
+//! WAL index's on its backing file, a directory's on its marker directory
+//! in `dbs/`, the root's mode and owner on the mount point directory (its
+//! times are those of `dbs/`). A file or directory is created with the mode
+//! asked for less the caller's umask, owned by the caller (when the daemon
+//! runs as root); `chmod`, `chown` and `utimens` change the backing file.
+//! The kernel checks every access against them (`default_permissions`).
 //!
 //! [`MountFence`] (from [`Mounted::fence`]) lets the store change a
 //! database under live clients by taking SQLite's own locks through the
@@ -31,6 +40,7 @@
 //!
 //! This is the only crate that imports `fuser`.
 
+mod backing;
 mod fence;
 mod fs;
 mod halt;

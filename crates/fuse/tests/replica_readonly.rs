@@ -72,6 +72,8 @@ impl Node {
             .unwrap();
         let mnt = dir.path().join("mnt");
         std::fs::create_dir(&mnt).unwrap();
+        // The root shows the mount point's mode.
+        std::fs::set_permissions(&mnt, std::fs::Permissions::from_mode(0o755)).unwrap();
         let store =
             Arc::new(Store::open(&dir.path().join("data"), StoreOptions::default()).unwrap());
         let opts = MountOptions {
@@ -307,8 +309,11 @@ fn replica_refuses_writes(passthrough: bool) {
     let node = Node::start(passthrough);
     two_databases(&node);
     assert!(!node.path(".primary").exists());
-    assert_eq!(mode(&node.path("del.db")), 0o666);
-    assert_eq!(mode(&node.mnt), 0o777);
+    // Modes are the files' own; a replica clears a database's write bits.
+    std::fs::set_permissions(node.path("del.db"), std::fs::Permissions::from_mode(0o664)).unwrap();
+    std::fs::set_permissions(node.path("wal.db"), std::fs::Permissions::from_mode(0o640)).unwrap();
+    assert_eq!(mode(&node.path("del.db")), 0o664);
+    assert_eq!(mode(&node.mnt), 0o755);
 
     node.become_replica();
     let del = node.state("del.db");
@@ -394,8 +399,11 @@ fn replica_refuses_writes(passthrough: bool) {
         .collect();
     assert!(names.contains(&".primary".to_owned()), "{names:?}");
     wait_mode(&node.path("del.db"), 0o444);
-    wait_mode(&node.mnt, 0o555);
-    assert_eq!(mode(&node.path("wal.db-shm")), 0o666);
+    assert_eq!(mode(&node.path("wal.db")), 0o440);
+    // Directories keep their mode (readers create `-shm` in them).
+    assert_eq!(mode(&node.mnt), 0o755);
+    // SQLite made the WAL index with the mode the database showed.
+    assert_eq!(mode(&node.path("wal.db-shm")), 0o440);
     assert_eq!(
         std::fs::read_to_string(node.path(".lag")).unwrap(),
         "+2147483647\n"
@@ -404,8 +412,9 @@ fn replica_refuses_writes(passthrough: bool) {
     // Promoted: `.primary` is gone at once and the connections write.
     node.store.role().become_primary();
     assert!(!node.path(".primary").exists());
-    wait_mode(&node.path("del.db"), 0o666);
-    wait_mode(&node.mnt, 0o777);
+    wait_mode(&node.path("del.db"), 0o664);
+    assert_eq!(mode(&node.path("wal.db")), 0o640);
+    assert_eq!(mode(&node.mnt), 0o755);
     let e = during.run("INSERT INTO t VALUES (6)");
     assert!(e.starts_with("ok"), "{e}");
     let e = during_del.run("INSERT INTO t VALUES (6)");
