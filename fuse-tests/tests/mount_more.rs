@@ -110,6 +110,43 @@ fn database_past_the_lock_page() {
     node.check_chain(db);
 }
 
+/// A plain write that damages the header so that it claims 4 billion
+/// pages (what SQLite's corruptC.test does to its databases) is captured
+/// as the file it leaves: the daemon once tried to list every claimed page
+/// and died on a 32 GB allocation. Writing the header back is captured too.
+#[test]
+fn a_header_claiming_more_pages_than_the_file_is_captured_as_the_file() {
+    if !fuse_available() {
+        return;
+    }
+    let node = Node::start("");
+    let db = "damaged.db";
+    let path = node.path(db);
+    sqlite3(
+        &path,
+        "PRAGMA journal_mode=DELETE; CREATE TABLE t(x); INSERT INTO t VALUES (randomblob(9000));",
+    );
+    let before = txid(&node, db);
+    let good = std::fs::read(&path).unwrap();
+    // Bytes 28..32: the page count, valid while the change counter (24)
+    // equals version-valid-for (92), as it does after any commit.
+    assert_eq!(good[24..28], good[92..96]);
+    let mut bad = good.clone();
+    bad[28..32].copy_from_slice(&0xFFFF_FFF0u32.to_be_bytes());
+    std::fs::write(&path, &bad).unwrap();
+    assert_eq!(
+        txid(&node, db),
+        before + 1,
+        "the damaged header was not captured"
+    );
+    let r = litefs_fuse_tests::replay::replay_dir(&node.ltx_dir(db));
+    assert!(r.bytes == bad, "the replayed file is not the damaged file");
+
+    std::fs::write(&path, &good).unwrap();
+    assert_eq!(txid(&node, db), before + 2);
+    node.check_chain(db);
+}
+
 /// A mount removed from outside (`fusermount3 -u`) stops the daemon with
 /// an error saying so, instead of leaving it running with nothing to serve;
 /// what it captured is on disk and the next start serves it.

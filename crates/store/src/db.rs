@@ -1184,11 +1184,21 @@ impl Db {
             // Not (yet) a SQLite database: a plain file, nothing to capture.
             return Ok(());
         };
-        let commit = if h.page_count_valid() {
+        // The header's size counts only when valid and within the file:
+        // SQLite calls a larger one corruption, and the file (what a replica
+        // must end up with) bounds what is captured. A header damaged by a
+        // plain write (SQLite's corruptC.test does this) must not make the
+        // capture list billions of pages.
+        let file_pages = u32::try_from(dlen / u64::from(h.page_size)).unwrap_or(u32::MAX);
+        let commit = if h.page_count_valid() && h.page_count <= file_pages {
             h.page_count
         } else {
-            (dlen / u64::from(h.page_size)) as u32
+            file_pages
         };
+        if commit == 0 {
+            // Not one whole page yet: nothing a replica could open.
+            return Ok(());
+        }
         self.check_chain_hole(st);
         let pages: Vec<(u32, Source)> = if st.pos.txid.0 == 0 || st.page_size != h.page_size {
             (1..=commit).map(|p| (p, Source::Db)).collect()
