@@ -256,6 +256,8 @@ def main():
                     help="FUSE I/O path of the mount (and the floor)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=2.0)
+    ap.add_argument("--baseline", default="",
+                    help="another litefs binary (an older build) measured in the same run as 'base (mode)'")
     ap.add_argument("--sizes", default="100,1000", help="large database sizes in MB, comma-separated")
     ap.add_argument("--quick", action="store_true", help="1 round, 1 s, sizes 100 MB only")
     ap.add_argument("--smoke", action="store_true",
@@ -276,6 +278,9 @@ def main():
     daemons = {}
     for m in modes:
         daemons[f"mount ({m})"] = litefs_daemon(os.path.abspath(a.litefs), base, f"mount-{m}", m == "passthrough")
+        if a.baseline:
+            daemons[f"mount base ({m})"] = litefs_daemon(os.path.abspath(a.baseline), base, f"base-{m}",
+                                                         m == "passthrough")
         if a.floorfs:
             daemons[f"floor ({m})"] = floor_daemon(os.path.abspath(a.floorfs), base, f"floor-{m}",
                                                    m == "passthrough")
