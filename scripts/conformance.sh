@@ -34,7 +34,7 @@ cargo build --release --bin litefs 2>&1
 export LITEFS_BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/litefs"
 cargo test -p litefs-fuse-tests --test sqlite_tcl --test mount_crash --no-run 2>&1
 
-out=target/conformance
+out="$PWD/target/conformance"
 mkdir -p "$out"
 busy=()
 stop_load() {

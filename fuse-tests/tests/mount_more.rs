@@ -147,6 +147,37 @@ fn a_header_claiming_more_pages_than_the_file_is_captured_as_the_file() {
     node.check_chain(db);
 }
 
+/// A directory's link count does not claim "no subdirectories": 1 (not
+/// counted) or 2 + their number. With 2 always, fts-based recursive
+/// deletes (Tcl's `file delete -force`, in SQLite's pager1.test) took
+/// subdirectories for files and failed with EISDIR.
+#[test]
+fn directory_link_counts_do_not_hide_subdirectories() {
+    use std::os::unix::fs::MetadataExt;
+    if !fuse_available() {
+        return;
+    }
+    let node = Node::start("");
+    let top = node.path("x");
+    std::fs::create_dir_all(top.join("y/z")).unwrap();
+    sqlite3(&top.join("y/z/a.db"), "CREATE TABLE t(x);");
+    for (dir, subdirs) in [(node.path(""), 1), (top.clone(), 1), (top.join("y"), 1)] {
+        let n = std::fs::metadata(&dir).unwrap().nlink();
+        assert!(
+            n == 1 || n >= 2 + subdirs,
+            "{}: link count {n} with {subdirs} subdirectory",
+            dir.display()
+        );
+    }
+    let out = std::process::Command::new("rm")
+        .arg("-rf")
+        .arg(&top)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!top.exists());
+}
+
 /// A mount removed from outside (`fusermount3 -u`) stops the daemon with
 /// an error saying so, instead of leaving it running with nothing to serve;
 /// what it captured is on disk and the next start serves it.

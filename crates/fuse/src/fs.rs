@@ -1874,10 +1874,15 @@ fn md_attr(ino: u64, md: &std::fs::Metadata) -> FileAttr {
 }
 
 /// `a` as a directory of the mount (which has no size of its own).
+///
+/// Its link count is 1, as btrfs reports, meaning "not counted": tools
+/// read 2 + the number of subdirectories from a larger one, and with 2
+/// glibc's fts (`FTS_NOSTAT`, as Tcl's `file delete -force` uses) took a
+/// directory with subdirectories for a leaf and unlinked them as files.
 fn as_dir(a: FileAttr) -> FileAttr {
     FileAttr {
         kind: FileType::Directory,
-        nlink: 2,
+        nlink: 1,
         size: 0,
         blocks: 0,
         ..a
