@@ -178,6 +178,33 @@ fn directory_link_counts_do_not_hide_subdirectories() {
     assert!(!top.exists());
 }
 
+/// `mv` of a database: the mount refuses renames with EXDEV (LTX cannot
+/// record one), so `mv` copies and deletes, as between two filesystems;
+/// the copy is a new database with its own chain and the old name is a
+/// deleted database.
+#[test]
+fn mv_of_a_database_copies_it_and_deletes_the_old_one() {
+    if !fuse_available() {
+        return;
+    }
+    let node = Node::start("");
+    sqlite3(
+        &node.path("old.db"),
+        "CREATE TABLE t(x); INSERT INTO t VALUES (42);",
+    );
+    let err = std::fs::rename(node.path("old.db"), node.path("new.db")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EXDEV), "{err}");
+    let out = std::process::Command::new("mv")
+        .arg(node.path("old.db"))
+        .arg(node.path("new.db"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!node.path("old.db").exists());
+    assert_eq!(sqlite3(&node.path("new.db"), "SELECT x FROM t;").trim(), "42");
+    node.check_chain("new.db");
+}
+
 /// A mount removed from outside (`fusermount3 -u`) stops the daemon with
 /// an error saying so, instead of leaving it running with nothing to serve;
 /// what it captured is on disk and the next start serves it.

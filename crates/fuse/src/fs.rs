@@ -6,9 +6,9 @@ use crate::fence::{MountFence, MountLink};
 use crate::names::{join, parse, Kind, KINDS};
 use fuser::{
     BackgroundSession, BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
-    Generation, INodeNo, InitFlags, KernelConfig, LockOwner, MountOption, OpenFlags, ReplyAttr,
-    ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
-    ReplyWrite, Request, TimeOrNow, WriteFlags,
+    Generation, INodeNo, InitFlags, KernelConfig, LockOwner, MountOption, OpenFlags, RenameFlags,
+    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen,
+    ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
 use litefs_store::{Db, Fence, Store, StoreError};
 use std::collections::HashMap;
@@ -1292,6 +1292,24 @@ impl Filesystem for LiteFs {
             Ok(a) => reply.attr(&TTL, &a),
             Err(e) => reply.error(e),
         }
+    }
+
+    /// A rename cannot be replicated (LTX has no record for it), so the
+    /// mount answers as one filesystem does to a rename onto another:
+    /// `EXDEV`, on which `mv`, Tcl and `shutil.move` copy and delete; a
+    /// database moved that way is a new database and a deleted one on
+    /// every node. (LiteFS: `ENOSYS`, and `mv` fails.)
+    fn rename(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        _flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::EXDEV);
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
