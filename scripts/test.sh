@@ -33,6 +33,9 @@ fi
 cargo build --release --bin litefs ${locked[@]+"${locked[@]}"} 2>&1
 export LITEFS_BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/litefs"
 
+# Build the tests first: the limits below are for hung tests, and a cold
+# build on a busy 2-core machine alone took over 30 minutes once.
+cargo test --workspace --all-targets --no-run ${locked[@]+"${locked[@]}"} 2>&1
 limit 1800 cargo test --workspace --all-targets ${locked[@]+"${locked[@]}"} 2>&1
 # The mount tests again on the classic FUSE I/O path (the run above used
 # passthrough, where the kernel has it): both paths stay tested.

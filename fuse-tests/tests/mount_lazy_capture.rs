@@ -12,7 +12,6 @@ use litefs_fuse_tests::{classic_io, fuse_available, python, sqlite3, Node};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-
 const WAL_SESSION: &str = r#"
 import sqlite3, sys
 db = sys.argv[1]

@@ -101,7 +101,6 @@ release(child2)
 print("\n".join(problems) if problems else "ok")
 "#;
 
-
 #[test]
 fn side_files_created_again_while_the_removed_ones_are_open() {
     if !fuse_available() {
