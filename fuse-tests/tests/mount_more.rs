@@ -5,6 +5,16 @@
 use litefs_fuse_tests::{fuse_available, is_mounted, sqlite3, Node};
 use std::time::Duration;
 
+/// Runs `cmd` and fails the test with its stderr unless it succeeds.
+fn run_ok(cmd: &mut std::process::Command) {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn txid(node: &Node, db: &str) -> u64 {
     let pos = std::fs::read_to_string(node.path(&format!("{db}-pos"))).expect("pos");
     u64::from_str_radix(&pos[..16], 16).expect("hex txid")
@@ -169,16 +179,7 @@ fn directory_link_counts_do_not_hide_subdirectories() {
             dir.display()
         );
     }
-    let out = std::process::Command::new("rm")
-        .arg("-rf")
-        .arg(&top)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_ok(std::process::Command::new("rm").arg("-rf").arg(&top));
     assert!(!top.exists());
 }
 
@@ -198,15 +199,10 @@ fn mv_of_a_database_copies_it_and_deletes_the_old_one() {
     );
     let err = std::fs::rename(node.path("old.db"), node.path("new.db")).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EXDEV), "{err}");
-    let out = std::process::Command::new("mv")
-        .arg(node.path("old.db"))
-        .arg(node.path("new.db"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        std::process::Command::new("mv")
+            .arg(node.path("old.db"))
+            .arg(node.path("new.db")),
     );
     assert!(!node.path("old.db").exists());
     assert_eq!(

@@ -526,6 +526,19 @@ impl LiteFs {
         self.file_attr(LAG, len, UNIX_EPOCH, 0o444)
     }
 
+    /// The generation the kernel gets with `db`'s `kind` file: a side
+    /// file's (`-wal`, `-shm`, `-journal`) from its backing file, so that
+    /// one removed and created again is a new inode to the kernel even
+    /// while the removed one is still open (see `backing.rs`); 0 for the
+    /// rest.
+    fn generation(db: &Db, kind: Kind) -> Generation {
+        match kind {
+            Kind::Wal | Kind::Shm | Kind::Journal => Self::backing(db, kind)
+                .map_or(Generation(0), |p| Generation(side_file_generation(&p))),
+            _ => Generation(0),
+        }
+    }
+
     fn backing(db: &Db, kind: Kind) -> Option<PathBuf> {
         let p = db.paths();
         match kind {
@@ -645,24 +658,27 @@ impl LiteFs {
         }
     }
 
-    fn lookup_child(&self, parent: u64, name: &OsStr) -> Result<FileAttr, Errno> {
+    /// The attributes of `name` in directory `parent`, and the generation
+    /// the kernel gets with them (see [`LiteFs::generation`]).
+    fn lookup_child(&self, parent: u64, name: &OsStr) -> Result<(FileAttr, Generation), Errno> {
         if parent == ROOT && name == ".lag" {
-            return Ok(self.lag_attr());
+            return Ok((self.lag_attr(), Generation(0)));
         }
         if parent == ROOT && name == ".primary" {
             let content = self.primary_content().ok_or(Errno::ENOENT)?;
-            return Ok(self.primary_attr(&content));
+            return Ok((self.primary_attr(&content), Generation(0)));
         }
         let path = self.child(parent, name)?;
         if self.store.dir_exists(&path) {
-            return Ok(self.dir_attr(self.ino(&path, Kind::Dir), &path));
+            let attr = self.dir_attr(self.ino(&path, Kind::Dir), &path);
+            return Ok((attr, Generation(0)));
         }
         let (dbname, kind) = parse(&path);
         let db = self.store.db(dbname).ok_or(Errno::ENOENT)?;
         if matches!(kind, Kind::Pos | Kind::Lock) && !db.paths().database.exists() {
             return Err(Errno::ENOENT);
         }
-        self.attr_of(&db, kind)
+        Ok((self.attr_of(&db, kind)?, Self::generation(&db, kind)))
     }
 
     fn add_handle(
@@ -1199,8 +1215,8 @@ impl Filesystem for LiteFs {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match self.lookup_child(parent.0, name) {
-            Ok(attr) if attr.ino.0 == PRIMARY => reply.entry(&NO_TTL, &attr, Generation(0)),
-            Ok(attr) => reply.entry(&TTL, &attr, self.generation(attr.ino.0)),
+            Ok((attr, _)) if attr.ino.0 == PRIMARY => reply.entry(&NO_TTL, &attr, Generation(0)),
+            Ok((attr, generation)) => reply.entry(&TTL, &attr, generation),
             // SQLite looks for a hot journal and a WAL before every read
             // transaction. Side files only come and go through this mount
             // (creat, unlink), which updates the kernel's cache, so the
@@ -1380,17 +1396,18 @@ impl Filesystem for LiteFs {
         };
         let ino = attr.ino.0;
         let cache = open_flags(io, file.is_some());
+        let generation = Self::generation(&db, kind);
         let (fh, backing) = self.finish_open(ino, db, kind, file, io, |f| reply.open_backing(f));
         match backing {
             Some(b) => reply.created_passthrough(
                 &TTL,
                 &attr,
-                self.generation(ino),
+                generation,
                 FileHandle(fh),
                 FopenFlags::empty(),
                 &b,
             ),
-            None => reply.created(&TTL, &attr, self.generation(ino), FileHandle(fh), cache),
+            None => reply.created(&TTL, &attr, generation, FileHandle(fh), cache),
         }
     }
 
@@ -1411,7 +1428,7 @@ impl Filesystem for LiteFs {
         }
         let meta = self.new_meta(req, parent.0, mode, umask, false);
         match self.do_create(parent.0, name, libc::O_WRONLY | libc::O_EXCL, &meta) {
-            Ok(c) => reply.entry(&TTL, &c.attr, self.generation(c.attr.ino.0)),
+            Ok(c) => reply.entry(&TTL, &c.attr, Self::generation(&c.db, c.kind)),
             Err(e) => reply.error(e),
         }
     }
@@ -1904,19 +1921,5 @@ fn as_dir(a: FileAttr) -> FileAttr {
         size: 0,
         blocks: 0,
         ..a
-    }
-}
-
-impl LiteFs {
-    /// The generation the kernel gets with inode `ino`: a side file's
-    /// (`-wal`, `-shm`, `-journal`) from its backing file, so that one
-    /// removed and created again is a new inode to the kernel even while
-    /// the removed one is still open (see `backing.rs`); 0 for the rest.
-    fn generation(&self, ino: u64) -> Generation {
-        match self.resolve(ino) {
-            Ok((db, kind @ (Kind::Wal | Kind::Shm | Kind::Journal))) => Self::backing(&db, kind)
-                .map_or(Generation(0), |p| Generation(side_file_generation(&p))),
-            _ => Generation(0),
-        }
     }
 }
